@@ -1,0 +1,139 @@
+"""Tests of lib.pathfinder: labels, an independent check of the labels from the pixels, speed."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lib.pathfinder import PathfinderData, make_pathfinder
+
+
+@pytest.fixture(scope="module")
+def data32() -> PathfinderData:
+    return make_pathfinder(400, seed=3)
+
+
+def pixel_labels(data: PathfinderData) -> tuple[np.ndarray, np.ndarray]:
+    """From the pixels alone: dilate the ink by a square of radius ``bridge_radius`` (joins the
+    dashes of a path), take 8-connected components; connected = both markers in one component.
+    Returns (connected (N,) bool, number of components (N,))."""
+    r = data.bridge_radius
+    square = np.ones((2 * r + 1, 2 * r + 1), dtype=bool)
+    connected, counts = [], []
+    for img, (a, b) in zip(data.images.numpy(), data.marker_coords.numpy()):
+        comp, n = ndimage.label(ndimage.binary_dilation(img > 0.5, structure=square),
+                                structure=np.ones((3, 3)))
+        connected.append(comp[a[0], a[1]] > 0 and comp[a[0], a[1]] == comp[b[0], b[1]])
+        counts.append(n)
+    return np.array(connected), np.array(counts)
+
+
+def test_shapes_types_values(data32):
+    n = len(data32)
+    assert n == 400 and data32.resolution == 32
+    assert data32.images.shape == (n, 32, 32) and data32.images.dtype == torch.float32
+    assert data32.labels.shape == (n,) and data32.labels.dtype == torch.long
+    assert data32.marker_paths.shape == (n, 2) and data32.marker_paths.dtype == torch.long
+    assert data32.marker_coords.shape == (n, 2, 2) and data32.num_paths.shape == (n,)
+    assert set(data32.images.unique().tolist()) <= {0.0, 1.0}
+    assert 0.0 <= data32.images.min() and data32.images.max() <= 1.0
+    seq = data32.as_sequences()
+    assert seq.shape == (n, 1024, 1) and torch.equal(seq[:, :, 0], data32.images.reshape(n, -1))
+    assert "N=400" in repr(data32)
+
+
+def test_exact_balance():
+    assert make_pathfinder(200, seed=1).labels.sum().item() == 100
+    assert make_pathfinder(7, seed=1).labels.sum().item() == 3
+    labels = make_pathfinder(200, seed=1).labels
+    assert 0 < labels[:100].sum().item() < 100  # shuffled, not sorted
+
+
+def test_labels_agree_with_marker_paths(data32):
+    mp = data32.marker_paths
+    assert torch.equal(data32.labels, (mp[:, 0] == mp[:, 1]).long())
+    assert ((mp >= 0) & (mp[:, :1] < data32.num_paths[:, None])).all()
+    assert (data32.num_paths >= 3).all()  # the intact curve and the two pieces of the cut one
+
+
+def test_labels_agree_with_the_pixels_exactly(data32):
+    # The rendering keeps different paths >= 2 r + 2 px apart and the dashes of one path
+    # <= 2 r + 1 px apart, so the pixel-derived label must agree on every image (tolerance 0).
+    connected, counts = pixel_labels(data32)
+    assert np.array_equal(connected, data32.labels.numpy().astype(bool))
+    assert np.array_equal(counts, data32.num_paths.numpy())  # one component per path drawn
+
+
+def test_markers_are_discs_at_the_recorded_places(data32):
+    imgs, coords = data32.images.numpy(), data32.marker_coords.numpy()
+    for img, pts in zip(imgs[:100], coords[:100]):
+        for r, c in pts:
+            assert 1 <= r <= 30 and 1 <= c <= 30
+            assert img[r - 1:r + 2, c - 1:c + 2].all()  # a 3x3 disc (radius 1.5) at 32x32
+
+
+def test_marker_distance_does_not_predict_the_label():
+    data = make_pathfinder(2000, seed=5)
+    c = data.marker_coords.numpy().astype(float)
+    dist = np.linalg.norm(c[:, 0] - c[:, 1], axis=1)
+    y = data.labels.numpy()
+    best = max(max(((dist < t) == y).mean(), ((dist >= t) == y).mean()) for t in np.unique(dist))
+    assert best < 0.6, f"a threshold on the marker distance reaches accuracy {best:.3f}"
+
+
+def test_deterministic_per_seed_and_seeds_differ():
+    a, b = make_pathfinder(50, seed=7), make_pathfinder(50, seed=7)
+    for field in ("images", "labels", "marker_paths", "marker_coords", "num_paths"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    c = make_pathfinder(50, seed=8)
+    assert not torch.equal(a.images, c.images)
+    assert (a.images != c.images).flatten(1).any(1).all()  # every image differs
+
+
+def test_resolution_64():
+    data = make_pathfinder(100, resolution=64, seed=2)
+    assert data.images.shape == (100, 64, 64) and data.as_sequences().shape == (100, 4096, 1)
+    assert data.labels.sum().item() == 50
+    connected, counts = pixel_labels(data)
+    assert np.array_equal(connected, data.labels.numpy().astype(bool))
+    assert np.array_equal(counts, data.num_paths.numpy())
+
+
+def test_larger_gaps_need_a_larger_bridge():
+    data = make_pathfinder(100, resolution=48, gap_length=3, seed=4)
+    assert data.bridge_radius == 2
+    connected, _ = pixel_labels(data)
+    assert np.array_equal(connected, data.labels.numpy().astype(bool))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(num_images=0), ValueError, "num_images"),
+        (dict(num_images=-5), ValueError, "num_images"),
+        (dict(num_images=2.5), TypeError, "num_images"),
+        (dict(num_images=True), TypeError, "num_images"),
+        (dict(num_images=10, resolution=8), ValueError, "resolution"),
+        (dict(num_images=10, resolution=32.0), TypeError, "resolution"),
+        (dict(num_images=10, seed=-1), ValueError, "seed"),
+        (dict(num_images=10, path_length=8), ValueError, "path_length"),
+        (dict(num_images=10, num_distractors=-1), ValueError, "num_distractors"),
+        (dict(num_images=10, curvature="0.2"), TypeError, "curvature"),
+    ],
+)
+def test_bad_inputs(kwargs, error, match):
+    n = kwargs.pop("num_images")
+    with pytest.raises(error, match=match):
+        make_pathfinder(n, **kwargs)
+
+
+def test_speed_2000_images():
+    # Budget: 20,000 images in 30 s on a 2-core CPU, so 2,000 in 3 s (measured: about 0.3 s).
+    start = time.perf_counter()
+    data = make_pathfinder(2000, seed=11)
+    seconds = time.perf_counter() - start
+    assert len(data) == 2000
+    assert seconds < 3.0, f"2,000 images took {seconds:.2f} s (budget 3 s)"
