@@ -26,6 +26,7 @@ __all__ = [
     "KERNELS",
     "kernel_names",
     "get_kernel",
+    "attention_matrix",
 ]
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,8 +61,10 @@ def pairwise_sq_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     Uses the expansion ||a||^2 + ||b||^2 - 2 a.b (no (..., n, n, d) tensor), after subtracting a
     common centre from queries and keys. Distances are translation invariant, and centring keeps the
     norms in the expansion of the size of the point cloud, not of its offset from the origin, so
-    nearby points far from the origin do not lose their distance to cancellation. The result is
-    clamped at 0 and has smooth derivatives of every order (no square roots).
+    nearby points far from the origin do not lose their distance to cancellation. The value is
+    clamped at 0; the clamp is invisible to autograd, so the derivatives of every order are those of
+    the smooth expression (no square roots), also where q_k = k_j (where a plain clamp of a rounded,
+    slightly negative value would zero the second derivatives).
     """
     _check_qk(Q, K)
     centre = 0.5 * (Q.mean(dim=-2, keepdim=True) + K.mean(dim=-2, keepdim=True)).detach()
@@ -69,7 +72,8 @@ def pairwise_sq_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     k = K - centre
     q_sq = (q * q).sum(-1, keepdim=True)  # (..., n, 1)
     k_sq = (k * k).sum(-1).unsqueeze(-2)  # (..., 1, n)
-    return (q_sq + k_sq - 2.0 * (q @ k.transpose(-1, -2))).clamp_min(0.0)
+    raw = q_sq + k_sq - 2.0 * (q @ k.transpose(-1, -2))
+    return raw + (raw.clamp_min(0.0) - raw).detach()
 
 
 def gaussian_kernel(
@@ -113,3 +117,69 @@ def get_kernel(name: str) -> Callable[..., torch.Tensor]:
         raise TypeError(f"kernel must be a name (str), one of {kernel_names()}, got {type(name).__name__}")
     check_choice(name, "kernel", kernel_names())
     return KERNELS[name]
+
+
+def attention_matrix(
+    Q: torch.Tensor,
+    K: torch.Tensor,
+    kernel: str,
+    *,
+    gamma: float | None = None,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The kernel ``kernel`` applied to Q, K: (..., n, d), with an optional key padding mask.
+
+    ``key_mask``: bool, shape (..., n) with leading axes broadcastable to those of Q (e.g. (B, 1, n)
+    for Q: (B, H, n, d)); True marks a real token, False a padding token. Masked keys get weight 0:
+
+    * "softmax": their scores are set to -inf before the row softmax, so each row sums to 1 over the
+      real keys. A row with no real key (an all-padding sequence) is all zeros, not NaN.
+    * "gaussian": S is multiplied by the mask. The distances are computed after subtracting the
+      mean of the *real* queries and keys (padding does not move the centre), so appending padding
+      changes nothing but the masked entries.
+    * "gaussian_normalized": the masked Gaussian row divided by its sum over the real keys.
+
+    ``gamma`` is the Gaussian bandwidth (default 1/(2 sqrt(d))); the Softmax kernel ignores it.
+    Without a mask the result is exactly that of ``get_kernel(kernel)``. Returns S: (..., n, n).
+    """
+    fn = get_kernel(kernel)
+    if key_mask is None:
+        return fn(Q, K) if kernel == "softmax" else fn(Q, K, gamma=gamma)
+    _check_qk(Q, K)
+    n, d = Q.shape[-2], Q.shape[-1]
+    if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
+        got = key_mask.dtype if isinstance(key_mask, torch.Tensor) else type(key_mask).__name__
+        raise TypeError(f"key_mask must be a bool tensor (True = real token), got {got}")
+    if key_mask.dim() < 1 or key_mask.shape[-1] != n:
+        raise ValueError(f"key_mask must have shape (..., n) with n = {n} keys, got {tuple(key_mask.shape)}")
+    try:
+        torch.broadcast_shapes(key_mask.shape[:-1], Q.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"key_mask's leading axes {tuple(key_mask.shape[:-1])} do not broadcast to Q's {tuple(Q.shape[:-2])}"
+        ) from None
+    if key_mask.device != Q.device:
+        raise ValueError(f"key_mask is on {key_mask.device} but Q is on {Q.device}")
+    keys = key_mask.unsqueeze(-2)  # (..., 1, n): masks columns
+    has_key = key_mask.any(dim=-1, keepdim=True).unsqueeze(-1)  # (..., 1, 1)
+    # Scalings are applied to the (n, d) factors, not to the (n, n) products: fewer passes over S.
+    if kernel == "softmax":
+        logits = (Q * (1.0 / math.sqrt(d))) @ K.transpose(-1, -2)
+    else:
+        gamma = default_gamma(d) if gamma is None else check_positive_float(gamma, "gamma")
+        # Centre on the real tokens (distances are translation invariant; see pairwise_sq_distances).
+        w = key_mask.unsqueeze(-1).to(Q.dtype)  # (..., n, 1)
+        count = w.sum(dim=-2, keepdim=True).clamp_min(1.0)
+        centre = (0.5 * ((Q * w).sum(dim=-2, keepdim=True) + (K * w).sum(dim=-2, keepdim=True)) / count).detach()
+        q, k = Q - centre, K - centre
+        q_sq = gamma * (q * q).sum(-1, keepdim=True)  # (..., n, 1)
+        k_sq = gamma * (k * k).sum(-1).unsqueeze(-2)  # (..., 1, n)
+        # -gamma ||q - k||^2 = 2 gamma q.k - gamma ||q||^2 - gamma ||k||^2, at most 0.
+        logits = ((q * (2.0 * gamma)) @ k.transpose(-1, -2) - q_sq - k_sq).clamp_max(0.0)
+        if kernel == "gaussian":
+            return torch.exp(logits.masked_fill(~keys, float("-inf")))
+    # Row-normalised kernels: a sequence without any real key keeps all keys for the softmax (no
+    # 0/0 and no NaN in the backward pass), then the mask zeroes its row.
+    allowed = keys | ~has_key
+    S = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+    return S * keys.to(S.dtype)

@@ -142,7 +142,22 @@ class AttentionLayer(nn.Module):
         )
 
     # ---------------------------------------------------------------- forward
+    def _check_weights(self) -> None:
+        """Raise if a weight was replaced by a tensor of the wrong shape (cheap: shapes only)."""
+        H, D, d, d_v, d_out = self.H, self.D, self.d, self.d_v, self.d_out
+        expected = {
+            "W_Q": ((H, D, d), "(H, D, d)"),
+            "W_K": ((H, D, d), "(H, D, d)"),
+            "W_V": ((H, D, d_v), "(H, D, d_v)"),
+            "W_O": ((H * d_v, d_out), "(H*d_v, d_out)"),
+        }
+        for name, (shape, symbols) in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"{name} must have shape {symbols} = {shape} for this layer, got {got}")
+
     def _check_input(self, X: torch.Tensor) -> torch.Tensor:
+        self._check_weights()
         check_tensor(X, "X", shape=(None, None, self.D))
         if X.dtype != self.W_Q.dtype:
             raise TypeError(f"X has dtype {X.dtype} but the layer's weights are {self.W_Q.dtype}; convert X with .to()")

@@ -58,6 +58,9 @@ def lambda_b(model: AttentionLayer, X: torch.Tensor) -> float:
 @torch.no_grad()
 def value_output_product(model: AttentionLayer) -> torch.Tensor:
     """V = [W_V^1 W_O^1; ...; W_V^H W_O^H]: (H*D, d_out), so that predictions = B @ V."""
+    if not isinstance(model, AttentionLayer):
+        raise TypeError(f"model must be a lib.model.AttentionLayer, got {type(model).__name__}")
+    model._check_weights()
     W_O = model.W_O.reshape(model.H, model.d_v, model.d_out)
     return (model.W_V @ W_O).reshape(model.H * model.D, model.d_out)
 

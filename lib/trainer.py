@@ -41,7 +41,7 @@ class GDConfig:
     loss_tol: stop as soon as the loss is <= loss_tol (0 disables it).
     divergence_factor: stop when the loss exceeds this multiple of the initial loss.
     on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise" (TrainingError).
-    callback_every: call the callbacks every this many steps (and at the last step).
+    callback_every: call the callbacks every this many steps (and at the step where training stops).
     progress: show a tqdm progress bar.
     """
 
@@ -179,7 +179,8 @@ def train(
                 history.grad_norms[name].append(float(torch.linalg.vector_norm(g)))
             if initial_loss is None:
                 initial_loss = value
-            last = step == config.steps
+            diverged = finite and value > config.divergence_factor * max(initial_loss, 1e-300)
+            last = step == config.steps or (finite and (diverged or value <= config.loss_tol))
             if callbacks and finite and (step % config.callback_every == 0 or last):
                 state = StepState(step, model, value, dict(zip(names, grads)))
                 history.diagnostic_steps.append(step)
@@ -191,7 +192,7 @@ def train(
                 what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient of {', '.join(bad)} is not finite"
                 _fail(history, config, "non_finite", f"training stopped at step {step}: {what} (lr={config.lr})")
                 break
-            if value > config.divergence_factor * max(initial_loss, 1e-300):
+            if diverged:
                 _fail(
                     history,
                     config,
@@ -204,7 +205,7 @@ def train(
                 history.status = "tolerance"
                 history.message = f"loss {value:.3e} <= loss_tol {config.loss_tol:g} at step {step}"
                 break
-            if last:
+            if step == config.steps:
                 history.status = "max_steps"
                 history.message = f"ran all {config.steps} steps"
                 break
