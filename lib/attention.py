@@ -178,8 +178,10 @@ def attention_matrix(
         logits = ((q * (2.0 * gamma)) @ k.transpose(-1, -2) - q_sq - k_sq).clamp_max(0.0)
         if kernel == "gaussian":
             return torch.exp(logits.masked_fill(~keys, float("-inf")))
-    # Row-normalised kernels: a sequence without any real key keeps all keys for the softmax (no
+    # Row-normalised kernels. A sequence without any real key keeps all keys for the softmax (no
     # 0/0 and no NaN in the backward pass), then the mask zeroes its row.
+    if bool(has_key.all()):
+        return torch.softmax(logits.masked_fill(~keys, float("-inf")), dim=-1)
     allowed = keys | ~has_key
     S = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
     return S * keys.to(S.dtype)
