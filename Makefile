@@ -4,6 +4,7 @@
 #   make test   pytest (unit tests + every notebook of _toc.yml via nbval, executed copies in
 #               _build/executed/), then the strict HTML build from those executed copies
 #               (scripts/build_book.py: no second execution, any warning fails)
+#   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
 #   make lock   regenerate constraints.txt from .venv
 #   make clean  remove build products (keeps .venv); make distclean also removes .venv
@@ -29,7 +30,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # A non-inline backend (e.g. MPLBACKEND=Agg) would keep the kernels from producing figures.
 unexport MPLBACKEND
 
-.PHONY: book test strip lock clean distclean install
+.PHONY: book test bench strip lock clean distclean install
 
 install: $(STAMP)
 
@@ -46,6 +47,9 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python scripts/build_book.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/batched_vs_loop.py
 
 strip: $(STAMP)
 	$(BIN)/python scripts/strip_outputs.py chapters/*.ipynb

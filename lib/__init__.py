@@ -2,7 +2,11 @@
 
 Modules: ``attention`` (kernels), ``model`` (the attention layer and loss), ``trainer``
 (full-batch gradient descent), ``theory`` (B matrix, lambda_B, rates, closed-form optimum),
-``data`` (synthetic problems), ``plotting`` (the book's figure style).
+``data`` (synthetic problems), ``plotting`` (the book's figure style), ``batched`` (many models
+trained in one computation), ``hessian`` (Hessians and their extreme eigenvalues),
+``landscape`` (loss-landscape slices), ``settings`` and ``cache`` (full mode, result cache),
+``classifier`` and ``minibatch`` (the real-task model and its SGD/Adam trainer), ``imdb`` and
+``pathfinder`` (the real-task data).
 """
 from __future__ import annotations
 

@@ -127,7 +127,8 @@ def check_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Param
     return params
 
 
-def _progress(iterable: Iterable[int], enabled: bool, total: int):
+def progress_bar(iterable: Iterable[int], enabled: bool, total: int):
+    """Wrap ``iterable`` in a tqdm.auto progress bar when ``enabled``."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -169,7 +170,7 @@ def train(
         p.requires_grad_(name in names)
     initial_loss = None
     try:
-        for step in _progress(range(config.steps + 1), config.progress, config.steps + 1):
+        for step in progress_bar(range(config.steps + 1), config.progress, config.steps + 1):
             loss = loss_fn(model(X), Y)
             grads = torch.autograd.grad(loss, params)
             value = float(loss.detach())
