@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,7 +29,7 @@ from torch import nn
 
 from . import set_seed
 from .attention import get_kernel
-from .trainer import TrainingError
+from .trainer import TrainingError, progress_bar, report_failure
 from .validation import check_choice, check_positive_float, check_positive_int
 
 __all__ = [
@@ -324,22 +323,6 @@ def _make_optimizer(config: MinibatchConfig, params: list[nn.Parameter]) -> torc
     return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
-def _fail(history: ClassifierHistory, config: MinibatchConfig, status: str, message: str) -> None:
-    history.status = status
-    history.message = message
-    if config.on_failure == "raise":
-        raise TrainingError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _progress(iterable, enabled: bool, total: int):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc="training", leave=False)
-
-
 # --------------------------------------------------------------------------- training
 def train_classifier(
     model: nn.Module,
@@ -415,7 +398,7 @@ def train_classifier(
     try:
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(config.seed)  # dropout
-            for step in _progress(range(config.steps + 1), config.progress, config.steps + 1):
+            for step in progress_bar(range(config.steps + 1), config.progress, config.steps + 1, desc="training"):
                 if step % config.eval_every == 0 or step == config.steps:
                     run_evaluation(step)
                 if step == config.steps:
@@ -440,7 +423,7 @@ def train_classifier(
                 history.grad_norm.append(gnorm)
                 if not math.isfinite(value) or not math.isfinite(gnorm):
                     what = f"the mini-batch loss is {value}" if not math.isfinite(value) else "a gradient is not finite"
-                    _fail(history, config, "non_finite",
+                    report_failure(history, config, "non_finite",
                           f"training stopped at step {step}: {what} (optimizer={config.optimizer}, lr={config.lr})")
                     break
                 if ema is None:
@@ -449,7 +432,7 @@ def train_classifier(
                 else:
                     ema = EMA_DECAY * ema + (1 - EMA_DECAY) * value
                 if ema > config.divergence_factor * reference:
-                    _fail(history, config, "diverged",
+                    report_failure(history, config, "diverged",
                           f"training diverged at step {step}: smoothed loss {ema:.3e} > {config.divergence_factor:g} "
                           f"x {reference:.3e} (optimizer={config.optimizer}, lr={config.lr}; try a smaller lr)")
                     break

@@ -24,7 +24,7 @@ from torch import nn
 from .model import squared_loss
 from .validation import check_choice, check_positive_float, check_tensor
 
-__all__ = ["GDConfig", "History", "StepState", "TrainingError", "train", "check_trainable"]
+__all__ = ["GDConfig", "History", "StepState", "TrainingError", "train", "check_trainable", "report_failure", "progress_bar"]
 
 
 class TrainingError(RuntimeError):
@@ -127,13 +127,13 @@ def check_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Param
     return params
 
 
-def progress_bar(iterable: Iterable[int], enabled: bool, total: int):
+def progress_bar(iterable: Iterable[int], enabled: bool, total: int, desc: str = "GD"):
     """Wrap ``iterable`` in a tqdm.auto progress bar when ``enabled``."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc="GD", leave=False)
+    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def train(
@@ -191,10 +191,10 @@ def train(
             if not finite:
                 bad = [n for n, g in zip(names, grads) if not bool(torch.isfinite(g).all())]
                 what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient of {', '.join(bad)} is not finite"
-                _fail(history, config, "non_finite", f"training stopped at step {step}: {what} (lr={config.lr})")
+                report_failure(history, config, "non_finite", f"training stopped at step {step}: {what} (lr={config.lr})")
                 break
             if diverged:
-                _fail(
+                report_failure(
                     history,
                     config,
                     "diverged",
@@ -219,7 +219,9 @@ def train(
     return history
 
 
-def _fail(history: History, config: GDConfig, status: str, message: str) -> None:
+def report_failure(history, config, status: str, message: str) -> None:
+    """Record a failed run on ``history`` (its ``status`` and ``message``) and report it: a
+    ``RuntimeWarning``, or a ``TrainingError`` when ``config.on_failure == "raise"``."""
     history.status = status
     history.message = message
     if config.on_failure == "raise":
