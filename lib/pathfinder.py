@@ -3,10 +3,13 @@
 Each image shows dashed, smoothly curving paths and two circular markers. The label is 1
 ("connected") when the two markers sit on the two ends of the same path, 0 when they sit on ends
 of two different paths. Every image has the same ingredients whatever its label: two *main*
-curves of the same length, one intact and one cut in two by a break, and up to
-``num_distractors`` shorter distractor paths, which never carry a marker. Connected: markers on
-the ends of the intact curve; not connected: on the outer ends of the cut curve's two pieces. So
-neither the marker distance nor the number or lengths of the paths tells the classes apart; only
+curves of the same length and up to ``num_distractors`` shorter distractor paths, which never
+carry a marker. The two main curves are drawn in the same way in both classes (the second one
+starts where the first one starts, moved by the end-to-end displacement of an independent curve
+of the same law), so the unmarked images of the two classes have the same distribution. The
+first marker is on the start of curve 0; the second on the other end of curve 0 (connected) or
+on the start of curve 1 (not connected). So neither the marker distance, nor the number or
+lengths of the paths, nor the length of the path leaving a marker tells the classes apart; only
 following the curve from one marker does.
 
 Rendering rules (these make the label recoverable from the pixels, exactly):
@@ -100,27 +103,59 @@ def _disc_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
-def _random_paths(rng: np.random.Generator, m: int, length: int, sigma: float, res: int,
-                  margin: int) -> tuple[np.ndarray, np.ndarray]:
-    """m random curves of ``length`` points 1 px apart, placed inside the image.
-
-    Returns pixels (m, length, 2) int (row, col) in [margin, res-1-margin], and fits (m,) bool
-    (False where the curve's bounding box is wider than the image allows: resample those).
-    """
+def _random_curves(rng: np.random.Generator, m: int, length: int, sigma: float) -> np.ndarray:
+    """m random curves of ``length`` points 1 px apart, starting at the origin: (m, length, 2)
+    float (row, col). The heading starts uniform and turns by N(0, sigma^2) (clipped) per point."""
     theta0 = rng.uniform(0.0, 2.0 * math.pi, size=(m, 1))
     turns = np.clip(rng.normal(0.0, sigma, size=(m, length - 2)), -2.5 * sigma, 2.5 * sigma)
     heading = theta0 + np.concatenate([np.zeros((m, 1)), np.cumsum(turns, axis=1)], axis=1)
     steps = np.stack([np.sin(heading), np.cos(heading)], axis=-1)  # (m, length-1, 2)
-    rel = np.concatenate([np.zeros((m, 1, 2)), np.cumsum(steps, axis=1)], axis=1)
+    return np.concatenate([np.zeros((m, 1, 2)), np.cumsum(steps, axis=1)], axis=1)
+
+
+def _to_pixels(pos: np.ndarray) -> np.ndarray:
+    # floor(x + 1/2), not np.rint: points 1 px apart then land on pixels at most 1 apart
+    return np.floor(pos + 0.5).astype(np.int64)
+
+
+def _random_paths(rng: np.random.Generator, m: int, length: int, sigma: float, res: int,
+                  margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """m random curves of ``length`` points 1 px apart, placed uniformly inside the image.
+
+    Returns pixels (m, length, 2) int (row, col) in [margin, res-1-margin], and fits (m,) bool
+    (False where the curve's bounding box is wider than the image allows: resample those).
+    """
+    rel = _random_curves(rng, m, length, sigma)
     lo, hi = rel.min(axis=1), rel.max(axis=1)
     room = (res - 1 - 2 * margin) - (hi - lo)  # (m, 2)
     fits = (room >= 0).all(axis=1)
     offset = margin + rng.uniform(0.0, 1.0, size=(m, 2)) * np.clip(room, 0.0, None)
-    pos = rel - lo[:, None, :] + offset[:, None, :]
-    # floor(x + 1/2), not np.rint: points 1 px apart then land on pixels at most 1 apart
-    pix = np.floor(pos + 0.5).astype(np.int64)
+    pix = _to_pixels(rel - lo[:, None, :] + offset[:, None, :])
     np.clip(pix, margin, res - 1 - margin, out=pix)  # only moves curves that do not fit
     return pix, fits
+
+
+def _random_pair(rng: np.random.Generator, m: int, length: int, sigma: float, res: int,
+                 margin: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """m pairs of random curves: curve 1 starts at curve 0's start plus the end-to-end
+    displacement of an independent "ghost" curve of the same law; the pair is then placed
+    uniformly (integer offset) inside the image.
+
+    Returns pixels of curve 0 and curve 1, each (m, length, 2) int in [margin, res-1-margin],
+    and fits (m,) bool (False where the pair, or the ghost, is wider than the image allows).
+    """
+    inner = res - 1 - 2 * margin
+    rel0, rel1, ghost = (_to_pixels(_random_curves(rng, m, length, sigma)) for _ in range(3))
+    ghost_fits = ((ghost.max(axis=1) - ghost.min(axis=1)) <= inner).all(axis=1)
+    rel1 = rel1 + (ghost[:, -1] - ghost[:, 0])[:, None, :]
+    both = np.concatenate([rel0, rel1], axis=1)
+    lo, hi = both.min(axis=1), both.max(axis=1)
+    room = inner - (hi - lo)  # (m, 2)
+    fits = (room >= 0).all(axis=1) & ghost_fits
+    shift = np.floor(rng.uniform(0.0, 1.0, size=(m, 2)) * (np.clip(room, 0, None) + 1))
+    offset = (margin - lo + shift.astype(np.int64))[:, None, :]
+    pair = [np.clip(rel + offset, margin, res - 1 - margin) for rel in (rel0, rel1)]
+    return pair[0], pair[1], fits
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -151,54 +186,53 @@ def _chunk(rng: np.random.Generator, labels: np.ndarray, res: int, p: dict
     c = len(labels)
     sep = p["sep"]  # minimum Chebyshev distance between pixels of different paths
     disc = p["disc"]
-    length, brk = p["path_length"], p["break_length"]
+    length = p["path_length"]
     rows = np.arange(c)
-    t = np.arange(length)
 
-    # --- the main pair: an intact curve and a curve cut in two by a break ---------------------
+    # --- the two main curves ------------------------------------------------------------------
+    # Curve 1 starts at curve 0's start plus the end-to-end displacement of an independent
+    # "ghost" curve of the same law (see _random_pair). Both classes draw the two
+    # curves in exactly this way; only the second marker differs: the other end of curve 0
+    # (connected) or the start of curve 1 (not connected). So the marker distance has the same
+    # law in both classes, and each marker sits on a curve of the same length in both.
     # Separation test on the curves' points; a marker disc (inside a square of radius rd around
     # a curve's end) is accounted for by raising the threshold of pairs involving an end by rd.
     rd = int(np.abs(disc).max())
     is_end = np.zeros(length, dtype=np.int16)
     is_end[[0, -1]] = rd
     threshold = sep + is_end[:, None] + is_end[None, :]  # (L, L)
-    intact = np.zeros((c, length, 2), dtype=np.int64)
-    broken = np.zeros((c, length, 2), dtype=np.int64)
-    cut = np.zeros(c, dtype=np.int64)  # the break covers points cut .. cut + brk - 1
+    curve0 = np.zeros((c, length, 2), dtype=np.int64)
+    curve1 = np.zeros((c, length, 2), dtype=np.int64)
     todo = rows
     for _ in range(p["max_tries"]):
         m = len(todo)
-        a, fa = _random_paths(rng, m, length, p["sigma"], res, p["margin"])
-        b, fb = _random_paths(rng, m, length, p["sigma"], res, p["margin"])
-        k = rng.integers(p["cut_low"], p["cut_high"] + 1, size=m)
-        first = t[None, :] < k[:, None]  # (m, L): points of piece 1 of b
-        second = t[None, :] >= (k + brk)[:, None]  # points of piece 2
-        a16, b16 = a.astype(np.int16), b.astype(np.int16)
-        close = _too_close(a16, b16, threshold, (first | second)[:, None, :])
-        close |= _too_close(b16, b16, threshold, first[:, :, None] & second[:, None, :])
-        good = fa & fb & ~close
-        intact[todo[good]], broken[todo[good]], cut[todo[good]] = a[good], b[good], k[good]
+        a, b, fits = _random_pair(rng, m, length, p["sigma"], res, p["margin"])
+        ends_apart = np.abs(a[:, -1] - a[:, 0]).max(axis=1) >= threshold[0, -1]
+        close = _too_close(a.astype(np.int16), b.astype(np.int16), threshold,
+                           np.ones((1, length, length), dtype=bool))
+        good = fits & ends_apart & ~close
+        curve0[todo[good]], curve1[todo[good]] = a[good], b[good]
         todo = todo[~good]
         if todo.size == 0:
             break
     else:
         raise RuntimeError(
             f"make_pathfinder: could not place two separate paths of length {length} in a "
-            f"{res}x{res} image after {p['max_tries']} tries; use a smaller path_length"
+            f"{res}x{res} image after max_tries={p['max_tries']} tries for {todo.size} "
+            f"image(s); use a smaller path_length or a larger max_tries"
         )
-    in_break = (t[None, :] >= cut[:, None]) & (t[None, :] < (cut + brk)[:, None])  # (c, L)
+    full = np.ones((c, length), dtype=bool)
 
     occupied = np.zeros((c, res, res), dtype=bool)
-    for pts, keep in ((intact, np.ones_like(in_break)), (broken, ~in_break)):
-        n_idx, t_idx = np.nonzero(keep)
-        occupied[n_idx, pts[n_idx, t_idx, 0], pts[n_idx, t_idx, 1]] = True
+    for pts in (curve0, curve1):
+        occupied[rows[:, None], pts[..., 0], pts[..., 1]] = True
         ends = (pts[:, [0, -1], None, :] + disc[None, None, :, :]).reshape(c, -1, 2)
         occupied[rows[:, None], ends[..., 0], ends[..., 1]] = True
     forbidden = _dilate(occupied, sep - 1)
 
     # --- distractors: each tried a few times, left out where it does not fit ------------------
-    paths = [(intact, np.ones((c, length), dtype=bool)), (broken, ~in_break)]
-    num_paths = np.full(c, 3, dtype=np.int64)
+    paths = [(curve0, full), (curve1, full)]
+    num_paths = np.full(c, 2, dtype=np.int64)
     for _ in range(p["num_distractors"]):
         pts = np.zeros((c, p["distractor_length"], 2), dtype=np.int64)
         ok = np.zeros(c, dtype=bool)
@@ -228,16 +262,15 @@ def _chunk(rng: np.random.Generator, labels: np.ndarray, res: int, p: dict
         n_idx, t_idx = np.nonzero(on)
         images[n_idx, pts[n_idx, t_idx, 0], pts[n_idx, t_idx, 1]] = 1.0
 
-    # connected: the two ends of the intact curve; not connected: the outer ends of the two
-    # pieces of the broken curve (so the marker distance has the same law in both classes)
-    marked = np.where(labels[:, None, None] == 1, intact, broken)
-    coords = marked[:, [0, -1], :]  # (c, 2, 2)
+    # connected: the two ends of curve 0; not connected: the start of curve 0 and of curve 1
+    second = np.where(labels[:, None] == 1, curve0[:, -1], curve1[:, 0])  # (c, 2)
+    coords = np.stack([curve0[:, 0], second], axis=1)  # (c, 2, 2)
     swap = rng.integers(0, 2, size=c).astype(bool)
     coords[swap] = coords[swap, ::-1]
     spots = coords[:, :, None, :] + disc[None, None, :, :]  # (c, 2, D, 2)
     images[rows[:, None, None], spots[..., 0], spots[..., 1]] = 1.0
 
-    marker_paths = np.where(labels[:, None] == 1, np.array([[0, 0]]), np.array([[1, 2]]))
+    marker_paths = np.where(labels[:, None] == 1, np.array([[0, 0]]), np.array([[0, 1]]))
     marker_paths[swap] = marker_paths[swap, ::-1]
     return images, marker_paths.astype(np.int64), coords, num_paths
 
@@ -252,26 +285,28 @@ def make_pathfinder(
     distractor_length: int | None = None,
     dash_length: int | None = None,
     gap_length: int | None = None,
-    break_length: int | None = None,
     curvature: float = 0.25,
     marker_radius: float | None = None,
-    max_tries: int = 200,
+    max_tries: int = 5000,
 ) -> PathfinderData:
     """Generate ``num_images`` Pathfinder images, half connected (label 1), half not.
 
-    Every image has two main curves of ``path_length`` pixels: one intact, one cut in two by a
-    break of ``break_length`` pixels (path indices: 0 the intact curve, 1 and 2 its two pieces,
-    3... the distractors). Label 1: the markers are on the two ends of the intact curve; label 0:
-    on the outer ends of the two pieces. Both classes thus show the same kinds of curves, and the
-    distance between the markers has the same distribution in both (with two independent
-    curves instead, that distance alone predicts the label about 73% of the time at 32x32).
+    Every image has two main curves of ``path_length`` pixels (path indices 0 and 1) and
+    distractors (2, 3, ...). Label 1: the markers are on the two ends of curve 0; label 0: on the
+    starts of curves 0 and 1. Both classes draw the curves in the same way, and the distance
+    between the markers has the same distribution in both (with two independently placed curves,
+    that distance alone would predict the label about 73% of the time at 32x32).
 
     Defaults scale with ``s = resolution / 32``: ``path_length = round(24 s)``,
     ``distractor_length = round(10 s)``, ``num_distractors = round(2 s)``,
     ``dash_length = round(3 s)``, ``gap_length = round(s)`` (at least 1), ``marker_radius =
-    1.5 s`` (a 3x3 disc at 32x32), ``break_length = 2 * bridge_radius + 4`` (6 at 32x32);
+    1.5 max(s, 1)`` (a 3x3 disc at 32x32 and below: smaller discs would look like line pixels);
     ``curvature`` is the standard deviation (radians) of the turn per pixel at 32x32 (divided
     by ``sqrt(s)`` so that shapes look alike at any resolution). Lines are 1 pixel wide.
+
+    ``max_tries`` bounds the attempts to place the two main curves (each image is retried until
+    its curves fit, and a clear error is raised when some image still fails): small images or
+    long paths need more. Distractors that do not fit after 10 tries are left out.
 
     Labels are exactly balanced (for odd ``num_images`` the classes differ by one) and shuffled
     with ``seed``; the same arguments give identical tensors.
@@ -285,7 +320,8 @@ def make_pathfinder(
     if num_distractors is None:
         num_distractors = round(2 * s)
     num_distractors = _int_arg("num_distractors", num_distractors, 0, 64)
-    marker_radius = _float_arg("marker_radius", 1.5 * s if marker_radius is None else marker_radius,
+    marker_radius = _float_arg("marker_radius", 1.5 * max(s, 1.0) if marker_radius is None
+                               else marker_radius,
                                0.0, res / 8)
     margin = int(math.floor(marker_radius))
     inner = res - 1 - 2 * margin
@@ -295,17 +331,8 @@ def make_pathfinder(
                           0, res // 4)
     bridge = (gap_length + 1) // 2  # ceil(gap / 2)
     sep = 2 * bridge + 2
-    break_length = _int_arg("break_length", sep + 2 if break_length is None else break_length,
-                            sep - 1, res)
     path_length = _int_arg("path_length", round(24 * s) if path_length is None else path_length,
                            3, 2 * inner)
-    cut_low = max(2, path_length // 4)
-    cut_high = path_length - break_length - cut_low
-    if cut_high < cut_low:
-        raise ValueError(
-            f"path_length must be at least break_length + 2 * max(2, path_length // 4) = "
-            f"{break_length + 2 * cut_low} (room for a break between two pieces), got {path_length}"
-        )
     distractor_length = _int_arg(
         "distractor_length", round(10 * s) if distractor_length is None else distractor_length,
         3, 2 * inner)
@@ -315,7 +342,6 @@ def make_pathfinder(
     params = dict(
         path_length=path_length, distractor_length=distractor_length,
         num_distractors=num_distractors, dash_length=dash_length, gap_length=gap_length,
-        break_length=break_length, cut_low=cut_low, cut_high=cut_high,
         sigma=curvature / math.sqrt(s), margin=margin, disc=_disc_offsets(marker_radius),
         sep=sep, max_tries=max_tries, distractor_tries=10,
     )
