@@ -6,7 +6,7 @@ Modules: ``attention`` (kernels), ``model`` (the attention layer and loss), ``tr
 trained in one computation), ``hessian`` (Hessians and their extreme eigenvalues),
 ``landscape`` (loss-landscape slices), ``settings`` and ``cache`` (full mode, result cache),
 ``classifier`` and ``minibatch`` (the real-task model and its SGD/Adam trainer), ``imdb`` and
-``pathfinder`` (the real-task data).
+``pathfinder`` (the real-task data), ``stats`` (interval estimates).
 """
 from __future__ import annotations
 
