@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "full_hessian",
     "hvp",
     "hvp_operator",
+    "LanczosInfo",
     "extreme_eigenvalues",
     "hessian_spectrum",
     "curvature_summary",
@@ -184,6 +186,18 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[torch.Te
     return torch.linalg.eigh(T)
 
 
+@dataclass(frozen=True)
+class LanczosInfo:
+    """How the Lanczos iteration of :func:`extreme_eigenvalues` ended: ``converged`` (residual
+    bounds <= tol x scale, or the whole space spanned), ``steps`` taken, the last ``residual``
+    bound, and ``scale`` (the largest |Ritz value| seen)."""
+
+    converged: bool
+    steps: int
+    residual: float
+    scale: float
+
+
 def extreme_eigenvalues(
     model: nn.Module,
     X: torch.Tensor,
@@ -195,7 +209,8 @@ def extreme_eigenvalues(
     tol: float = 1e-10,
     seed: int = 0,
     loss_fn: LossFn = squared_loss,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_info: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, LanczosInfo]:
     """The k largest and k smallest Hessian eigenvalues, from Hessian-vector products only.
 
     Lanczos iteration with full reorthogonalisation (every new vector is orthogonalised twice against
@@ -208,7 +223,8 @@ def extreme_eigenvalues(
     so eigenvalues that the start vector misses are still found.
 
     Returns (largest, smallest): float64 tensors of shape (k,), largest in descending order,
-    smallest in ascending order.
+    smallest in ascending order. With ``with_info=True`` it returns (largest, smallest, info), a
+    :class:`LanczosInfo`, and reports non-convergence there instead of by a warning.
     """
     k = check_positive_int(k, "k")
     tol = check_positive_float(tol, "tol")
@@ -265,7 +281,7 @@ def extreme_eigenvalues(
         else:
             q = v / beta
             betas.append(beta)
-    if not converged:
+    if not converged and not with_info:
         warnings.warn(
             f"Lanczos did not converge in {iters} iterations (residual {residual:.2e} > tol {tol:g} x {scale:.2e}); "
             "increase iters",
@@ -274,7 +290,10 @@ def extreme_eigenvalues(
         )
     theta = theta.to(torch.float64)
     count = min(k, theta.numel())
-    return theta.flip(0)[:count].clone(), theta[:count].clone()
+    largest, smallest = theta.flip(0)[:count].clone(), theta[:count].clone()
+    if with_info:
+        return largest, smallest, LanczosInfo(converged, len(alphas), residual, scale)
+    return largest, smallest
 
 
 def hessian_spectrum(

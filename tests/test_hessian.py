@@ -1,6 +1,8 @@
 """Tests of lib.hessian: Hessians, Hessian-vector products and extreme eigenvalues of the loss."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -151,6 +153,13 @@ def test_extreme_eigenvalues_converge_early_and_warn_when_not():
     assert abs(float(top[0]) - float(spectrum[-1])) <= 1e-5 * scale
     with pytest.warns(RuntimeWarning, match="Lanczos did not converge"):
         extreme_eigenvalues(model, X, Y, names, k=1, iters=3, tol=1e-12)
+    _, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=60, tol=1e-6, with_info=True)
+    assert info.converged and 2 <= info.steps <= 60 and info.residual <= 1e-6 * info.scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with_info reports non-convergence in info, not by a warning
+        top3, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=3, tol=1e-12, with_info=True)
+    assert not info.converged and info.steps == 3 and info.residual > 1e-12 * info.scale
+    assert torch.isfinite(top3).all()
     with pytest.raises(ValueError, match="k = 200 exceeds"):
         extreme_eigenvalues(model, X, Y, ("W_Q",), k=200)
 
