@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .attention import get_kernel, kernel_names
+from .attention import get_kernel
 from .device import get_device
 from .validation import check_choice, check_positive_float, check_positive_int, check_tensor
 

@@ -17,7 +17,7 @@ from lib.theory import (
     values_jacobian,
 )
 from lib.trainer import train
-from reference import DEVICE, F64, randn, ref_b_matrix, ref_lambda_min, weights_of
+from reference import DEVICE, randn, ref_b_matrix, ref_lambda_min, weights_of
 
 KERNELS = ["softmax", "gaussian", "gaussian_normalized"]
 

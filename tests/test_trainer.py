@@ -12,7 +12,7 @@ from lib.data import random_inputs, random_targets
 from lib.model import WEIGHT_NAMES, AttentionLayer, squared_loss
 from lib.theory import predicted_rate
 from lib.trainer import GDConfig, History, StepState, TrainingError, check_trainable, train
-from reference import DEVICE, F64, randn
+from reference import DEVICE, randn
 
 N, n, D = 2, 3, 4
 
