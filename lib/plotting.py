@@ -116,3 +116,23 @@ def plot_kernel_matrix(ax: plt.Axes, S, title: str = "", vmax: float | None = No
     if cbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return ax
+
+
+def plot_seed_band(ax: plt.Axes, steps, runs, kernel: str, confidence: float = 0.95, label: str | None = None,
+                   **line_kw) -> plt.Axes:
+    """Mean over seeds with its Student-t confidence band (``lib.seed_stats.mean_interval``).
+
+    steps: (T,); runs: (seeds, T) curves of one kernel, drawn in the kernel's colour. With a
+    single seed only the curve is drawn.
+    """
+    from .seed_stats import mean_interval
+
+    runs = np.asarray(runs, dtype=float)
+    mean, lo, hi = mean_interval(runs, confidence)
+    color = kernel_color(kernel)
+    if label is None:
+        label = f"{KERNEL_LABELS.get(kernel, kernel)} (mean of {runs.shape[0]}, {confidence:.0%} band)"
+    ax.plot(steps, mean, color=color, label=label, **{"lw": 1.8, **line_kw})
+    if runs.shape[0] > 1:
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+    return ax

@@ -150,3 +150,22 @@ def test_kernel_matrix_rejects_non_square(shape):
     fig, ax = new_figure()
     with pytest.raises(ValueError, match="S must be a square"):
         plot_kernel_matrix(ax, np.ones(shape))
+
+
+def test_plot_seed_band_draws_mean_and_t_band():
+    from lib.plotting import new_figure, plot_seed_band
+    from lib.seed_stats import mean_interval
+
+    runs = np.array([[0.5, 0.7, 0.8], [0.5, 0.6, 0.9], [0.5, 0.65, 0.85]])
+    fig, ax = new_figure()
+    plot_seed_band(ax, [0, 10, 20], runs, "gaussian")
+    (line,) = ax.get_lines()
+    assert np.allclose(line.get_ydata(), runs.mean(0)) and "mean of 3" in line.get_label()
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    _, lo, hi = mean_interval(runs)
+    assert np.isclose(band.min(), lo.min()) and np.isclose(band.max(), hi.max())
+    fig2, ax2 = new_figure()
+    plot_seed_band(ax2, [0, 10, 20], runs[:1], "softmax")
+    assert not ax2.collections
+    plt.close(fig)
+    plt.close(fig2)
