@@ -37,12 +37,12 @@ from lib.settings import repository_root  # noqa: E402
 
 NAME = "imdb_sgd"
 SETTINGS = dict(
-    seq_len=128, vocab_size=20_000, min_freq=2, max_train=None, subset_seed=0,
+    seq_len=64, vocab_size=20_000, min_freq=2, max_train=None, subset_seed=0,
     D=64, H=2, mlp_dim=128, num_layers=2, pooling="mean", dropout=0.0, gamma=None,
     optimizer="sgd", lr=0.01, momentum=0.9, batch_size=32, steps=3000, eval_every=250,
-    eval_subset=2000, eval_batch_size=500, loss_block=50,
+    eval_subset=1000, eval_batch_size=500, loss_block=50,
     seeds=[0, 1, 2, 3, 4], kernels=["softmax", "gaussian"],
-    sweep_lrs=[0.003, 0.03], sweep_seeds=[0],
+    sweep_lrs=[0.03, 0.003], sweep_seeds=[0],
 )
 QUICK = dict(SETTINGS, seq_len=32, vocab_size=2000, max_train=512, steps=20, eval_every=10,
              eval_subset=200, loss_block=5, seeds=[0], sweep_lrs=[0.03])
