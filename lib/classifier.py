@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .attention import attention_matrix, get_kernel
-from .fused_attention import fused_attention
+from .fused_attention import fusable, fused_attention
 from .validation import check_choice, check_finite, check_positive_float, check_positive_int
 
 __all__ = ["TransformerClassifier", "MultiHeadAttention", "EncoderBlock", "POOLINGS"]
@@ -81,10 +81,11 @@ class MultiHeadAttention(nn.Module):
         ``need_weights=True``: the plain (reference) computation, S = ``attention_matrix``, then
         S V. ``need_weights=False``: the same output through PyTorch's fused
         ``scaled_dot_product_attention`` (``lib.fused_attention.fused_attention``), without
-        forming S; S is returned as None.
+        forming S; S is returned as None. Inside ``torch.func`` transforms (Hessian-vector
+        products) the plain computation is used either way (``lib.fused_attention.fusable``).
         """
         V = self._split(self.W_V(x))
-        if need_weights:
+        if need_weights or not fusable(x):
             S = self.attention(x, key_mask)
             heads = S @ V  # (B, H, L, head_dim)
         else:

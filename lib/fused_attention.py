@@ -36,7 +36,15 @@ import torch.nn.functional as F
 from .attention import _check_qk, default_gamma, get_kernel
 from .validation import check_positive_float
 
-__all__ = ["fused_attention"]
+__all__ = ["fused_attention", "fusable"]
+
+
+def fusable(t: torch.Tensor) -> bool:
+    """Whether the fused routine can differentiate through ``t``: False inside ``torch.func``
+    transforms (e.g. the Hessian-vector products of ``lib.hessian``, forward-over-reverse), for
+    which PyTorch's fused CPU kernel has no forward-mode derivative; use the plain kernels there."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return not (wrapped is not None and wrapped(t))
 
 
 def _centred(Q: torch.Tensor, K: torch.Tensor, key_mask: torch.Tensor | None):

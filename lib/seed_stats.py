@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["mean_interval", "PairedDifference", "paired_difference", "steps_to_reach"]
+__all__ = ["mean_interval", "format_interval", "PairedDifference", "paired_difference", "steps_to_reach",
+           "verdict", "compare_kernels"]
 
 
 def _runs(values: object, name: str) -> np.ndarray:
@@ -48,6 +49,15 @@ def mean_interval(values: object, confidence: float = 0.95) -> tuple[np.ndarray,
         return mean, np.full_like(mean, -np.inf), np.full_like(mean, np.inf)
     half = stats.t.ppf(0.5 + c / 2, n - 1) * a.std(axis=0, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def format_interval(values: object, digits: int = 3, confidence: float = 0.95, sign: bool = False) -> str:
+    """"mean [lower, upper]" of values: (n,) over seeds, t interval; "mean (1 seed)" when n = 1."""
+    mean, lo, hi = (float(v) for v in mean_interval(np.asarray(values, dtype=float).reshape(-1), confidence))
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    if not math.isfinite(lo):
+        return f.format(mean) + " (1 seed)"
+    return f"{f.format(mean)} [{f.format(lo)}, {f.format(hi)}]"
 
 
 @dataclass
@@ -88,3 +98,43 @@ def steps_to_reach(steps: object, curves: object, threshold: float) -> np.ndarra
     reached = c >= threshold
     first = np.argmax(reached, axis=1)
     return np.where(reached.any(axis=1), s[first], np.nan)
+
+
+def verdict(d: PairedDifference, names: tuple[str, str] = ("Gaussian", "Softmax")) -> str:
+    """"<a> better" or "<b> better" when the interval of the mean difference a - b excludes 0
+    (for a scalar difference), else "no detectable difference"."""
+    if not bool(d.excludes_zero()):
+        return "no detectable difference"
+    return f"{names[0] if float(d.mean) > 0 else names[1]} better"
+
+
+def compare_kernels(acc: dict, loss: dict, final_acc: dict | None = None, final_loss: dict | None = None,
+                    kernels: tuple[str, str] = ("gaussian", "softmax"), confidence: float = 0.95):
+    """Paired comparison of two kernels on four quantities; positive differences favour kernels[0].
+
+    acc, loss: {kernel: (n, T)} test curves of n seeds (column 0 = step 0); final_acc, final_loss:
+    {kernel: (n,)} end values (default: the last column of the curves, e.g. pass a full-test-set
+    evaluation instead). Quantities: final accuracy and loss, and accuracy and loss averaged over
+    the evaluations after step 0. Returns (``lib.tables.Table``, {quantity: ``PairedDifference``},
+    {quantity: verdict}); the verdict names a kernel when the t interval of the mean paired
+    difference excludes 0.
+    """
+    from .tables import Table
+
+    a, b = kernels
+    final_acc = final_acc or {k: np.asarray(v)[:, -1] for k, v in acc.items()}
+    final_loss = final_loss or {k: np.asarray(v)[:, -1] for k, v in loss.items()}
+    mean_acc = {k: np.asarray(v)[:, 1:].mean(1) for k, v in acc.items()}
+    mean_loss = {k: np.asarray(v)[:, 1:].mean(1) for k, v in loss.items()}
+    labels = (a.capitalize(), b.capitalize())
+    rows, diffs, verdicts = [], {}, {}
+    for name, values, sign in (("final test accuracy", final_acc, 1), ("final test loss", final_loss, -1),
+                               ("mean test accuracy over the run", mean_acc, 1),
+                               ("mean test loss over the run", mean_loss, -1)):
+        d = paired_difference(sign * np.asarray(values[a]), sign * np.asarray(values[b]), confidence)
+        diffs[name], verdicts[name] = d, verdict(d, labels)
+        rows.append((name, format_interval(d.per_seed, 4, confidence, sign=True),
+                     f"{int((d.per_seed > 0).sum())} of {d.n}", verdicts[name]))
+    header = ["quantity", f"difference favouring {labels[0]}, mean [{confidence:.0%} CI]",
+              f"seeds favouring {labels[0]}", "verdict"]
+    return Table(header, rows), diffs, verdicts

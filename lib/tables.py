@@ -10,7 +10,19 @@ from __future__ import annotations
 import html
 from typing import Any, Sequence
 
-__all__ = ["Table"]
+__all__ = ["Table", "fmt_cell"]
+
+
+def fmt_cell(value: Any) -> str:
+    """A settings value as a table cell: None -> "none", lists joined by ", ", ints with
+    thousands separators (20,000), everything else ``str``."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_cell(v) for v in value) if len(value) else "none"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 class Table:

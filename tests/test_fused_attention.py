@@ -97,3 +97,20 @@ def test_bad_inputs():
         fused_attention(Q, K, V, "softmax", key_mask=torch.ones(3, 1, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="gamma"):
         fused_attention(Q, K, V, "gaussian", gamma=-1.0)
+
+
+def test_hessian_vector_products_fall_back_to_the_plain_kernels():
+    # torch.func transforms (forward-over-reverse) cannot go through the fused CPU kernel.
+    from lib.hessian import hvp
+
+    x = torch.randint(2, 30, (3, 6), generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 1])
+    # float32: the dtype for which PyTorch picks its fused CPU kernel
+    model = TransformerClassifier(vocab_size=30, max_len=6, D=8, H=2, mlp_dim=8, kernel="gaussian",
+                                  seed=0)
+    names = ["blocks.0.attn.W_Q.weight"]
+    v = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    Hv = hvp(model, x, y, names, v, loss_fn=torch.nn.functional.cross_entropy)
+    model.fused = False
+    ref = hvp(model, x, y, names, v, loss_fn=torch.nn.functional.cross_entropy)
+    assert torch.isfinite(Hv).all() and torch.allclose(Hv, ref, rtol=1e-4, atol=1e-6)

@@ -169,3 +169,15 @@ def test_plot_seed_band_draws_mean_and_t_band():
     assert not ax2.collections
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_plot_test_curves():
+    from lib.plotting import plot_test_curves
+
+    runs = np.array([[0.5, 0.7, 0.8], [0.5, 0.6, 0.9]])
+    fig = plot_test_curves([0, 1, 2], {"softmax": runs, "gaussian": runs}, {"softmax": 1 - runs}, "t")
+    ax_acc, ax_loss = fig.axes
+    assert len(ax_acc.get_lines()) == 3 and len(ax_loss.get_lines()) == 2  # curves + chance
+    assert np.isclose(ax_loss.get_lines()[-1].get_ydata()[0], np.log(2))
+    assert fig._suptitle.get_text() == "t"
+    plt.close(fig)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lib.seed_stats import mean_interval, paired_difference, steps_to_reach
+from lib.seed_stats import format_interval, mean_interval, paired_difference, steps_to_reach
 
 
 def test_mean_interval_matches_scipy():
@@ -47,3 +47,29 @@ def test_bad_inputs():
         mean_interval([[1.0, np.nan]])
     with pytest.raises(ValueError, match="confidence"):
         mean_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_format_interval():
+    values = [0.80, 0.82, 0.84]
+    _, lo, hi = mean_interval(values)
+    assert format_interval(values) == f"0.820 [{lo:.3f}, {hi:.3f}]"
+    assert format_interval([0.5], digits=2) == "0.50 (1 seed)"
+    assert format_interval([0.01, 0.03], sign=True).startswith("+0.020 [")
+
+
+def test_compare_kernels():
+    from lib.seed_stats import compare_kernels
+
+    rng = np.random.default_rng(1)
+    soft = 0.7 + 0.01 * rng.normal(size=(4, 5))
+    acc = {"softmax": soft, "gaussian": soft + 0.05}   # Gaussian better at every step and seed
+    loss = {"softmax": 1 - soft, "gaussian": 1 - soft}  # identical losses
+    table, diffs, verdicts = compare_kernels(acc, loss)
+    assert verdicts["final test accuracy"] == "Gaussian better"
+    assert verdicts["mean test accuracy over the run"] == "Gaussian better"
+    assert verdicts["final test loss"] == "no detectable difference"
+    assert np.allclose(diffs["final test accuracy"].per_seed, 0.05)
+    assert len(table.rows) == 4 and table.rows[0][2] == "4 of 4"
+    worse = {"softmax": soft, "gaussian": soft - 0.05}
+    _, _, v = compare_kernels(worse, loss, final_acc={"softmax": soft[:, 2], "gaussian": soft[:, 2] - 0.1})
+    assert v["final test accuracy"] == "Softmax better"

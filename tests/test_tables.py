@@ -1,7 +1,7 @@
 """lib.tables.Table: HTML, text and Markdown renderings; bad shapes rejected."""
 import pytest
 
-from lib.tables import Table
+from lib.tables import Table, fmt_cell
 
 
 def test_renderings():
@@ -22,3 +22,8 @@ def test_bad_shapes():
         Table("ab", [])
     with pytest.raises(ValueError, match=r"rows\[1\] must have 2 cells"):
         Table(["a", "b"], [[1, 2], [3]])
+
+
+def test_fmt_cell():
+    assert fmt_cell(None) == "none" and fmt_cell([]) == "none" and fmt_cell(True) == "True"
+    assert fmt_cell(20000) == "20,000" and fmt_cell([0, 1, 2]) == "0, 1, 2" and fmt_cell(0.01) == "0.01"
