@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["mean_interval", "format_interval", "PairedDifference", "paired_difference", "steps_to_reach",
-           "verdict", "compare_kernels"]
+           "verdict", "compare_kernels", "chance_summary"]
 
 
 def _runs(values: object, name: str) -> np.ndarray:
@@ -138,3 +138,23 @@ def compare_kernels(acc: dict, loss: dict, final_acc: dict | None = None, final_
     header = ["quantity", f"difference favouring {labels[0]}, mean [{confidence:.0%} CI]",
               f"seeds favouring {labels[0]}", "verdict"]
     return Table(header, rows), diffs, verdicts
+
+
+def chance_summary(acc: dict, loss: dict, num_test: int) -> dict:
+    """Where two-class test curves stand relative to guessing. acc, loss: {kernel: (n, T)}.
+
+    Returns margin = 2 sqrt(0.25 / num_test) (two binomial standard errors at accuracy 1/2);
+    final_at_chance: every final accuracy within 1/2 +- margin; lowest_loss_minus_ln2: the lowest
+    test loss of any run minus ln 2 (the loss of outputting 1/2); outside / evaluations: the
+    evaluations after step 0 with an accuracy outside the band, and their number (a label-blind
+    classifier lands outside at about 4.6% of them).
+    """
+    if isinstance(num_test, bool) or not isinstance(num_test, int) or num_test < 1:
+        raise ValueError(f"num_test must be a positive integer, got {num_test!r}")
+    margin = 2 * math.sqrt(0.25 / num_test)
+    final = np.concatenate([np.asarray(a)[:, -1] for a in acc.values()])
+    later = np.concatenate([np.asarray(a)[:, 1:] for a in acc.values()])
+    lowest = min(float(np.min(v)) for v in loss.values()) - math.log(2)
+    return {"margin": margin, "final_at_chance": bool(np.all(np.abs(final - 0.5) <= margin)),
+            "lowest_loss_minus_ln2": lowest, "outside": int((np.abs(later - 0.5) > margin).sum()),
+            "evaluations": int(later.size), "final": final}

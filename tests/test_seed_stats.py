@@ -73,3 +73,16 @@ def test_compare_kernels():
     worse = {"softmax": soft, "gaussian": soft - 0.05}
     _, _, v = compare_kernels(worse, loss, final_acc={"softmax": soft[:, 2], "gaussian": soft[:, 2] - 0.1})
     assert v["final test accuracy"] == "Softmax better"
+
+
+def test_chance_summary():
+    from lib.seed_stats import chance_summary
+
+    acc = {"softmax": [[0.5, 0.52, 0.49]], "gaussian": [[0.5, 0.8, 0.51]]}
+    loss = {"softmax": [[0.70, 0.69, 0.695]], "gaussian": [[0.70, 0.60, 0.70]]}
+    out = chance_summary(acc, loss, num_test=400)  # margin 0.05
+    assert np.isclose(out["margin"], 0.05) and out["final_at_chance"]
+    assert out["outside"] == 1 and out["evaluations"] == 4
+    assert np.isclose(out["lowest_loss_minus_ln2"], 0.60 - np.log(2))
+    with pytest.raises(ValueError, match="num_test"):
+        chance_summary(acc, loss, num_test=0)
