@@ -133,7 +133,8 @@ def structure_problems(path: str | Path) -> list[str]:
         meta = cell.metadata.get("exercise")
         is_directive = cell.cell_type == "markdown" and "{exercise}" in cell.source
         if expected is None and meta is None:
-            if is_directive or "{solution}" in cell.source or BEGIN in cell.source:
+            if (is_directive or "```{solution}" in cell.source
+                    or (cell.cell_type == "code" and BEGIN in cell.source)):
                 problems.append(f"{where}: exercise material outside the exercise pattern")
             if cell.cell_type == "code":
                 try:
