@@ -10,12 +10,13 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import math
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .attention import default_gamma
 from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
@@ -23,6 +24,7 @@ from .validation import check_names, check_positive_float, check_positive_int, c
 
 __all__ = [
     "loss_gradients",
+    "loss_and_gradients",
     "directional_check",
     "residual_parts",
     "value_output_gradients",
@@ -40,12 +42,33 @@ def loss_gradients(
     loss_fn: LossFn = squared_loss,
 ) -> dict[str, torch.Tensor]:
     """{name: d loss_fn(model(X), Y) / d name} for the named weights (shaped like each weight)."""
+    return loss_and_gradients(model, X, Y, names, loss_fn=loss_fn)[1]
+
+
+def loss_and_gradients(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    names: Sequence[str] | str = WEIGHT_NAMES,
+    *,
+    at: Mapping[str, torch.Tensor] | None = None,
+    loss_fn: LossFn = squared_loss,
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """(f, {name: gradient of f in that weight}) with f = loss_fn(model(X), Y).
+
+    ``at``: values for some of the weights (e.g. {"W_V": W_V}) at which to evaluate instead of
+    the model's own; the model is not modified (``torch.func.functional_call``).
+    """
     names = check_names(model, names)
-    named = dict(model.named_parameters())
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    if at is not None:
+        check_names(model, tuple(at), "at")
+        params.update({k: v.detach() for k, v in at.items()})
+    leaves = {name: params[name].clone().requires_grad_(True) for name in names}
     with torch.enable_grad():
-        loss = loss_fn(model(X), Y)
-        grads = torch.autograd.grad(loss, [named[name] for name in names])
-    return dict(zip(names, grads))
+        loss = loss_fn(functional_call(model, {**params, **leaves}, (X,)), Y)
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+    return float(loss.detach()), dict(zip(names, grads))
 
 
 @torch.no_grad()

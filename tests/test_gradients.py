@@ -59,3 +59,20 @@ def test_hand_derived_gradients_equal_autograd(kernel):
     model.set_kernel("gaussian_normalized")
     with pytest.raises(ValueError, match="query_gradient covers"):
         query_gradient(model, X, Y)
+
+
+def test_loss_and_gradients_at_other_weights_leaves_the_model_unchanged():
+    from lib.gradients import loss_and_gradients
+    from lib.model import squared_loss
+
+    model, X, Y = _setup()
+    W_V = 2 * model.W_V.detach().clone()
+    before = model.W_V.detach().clone()
+    loss, grads = loss_and_gradients(model, X, Y, "W_V", at={"W_V": W_V})
+    assert torch.equal(model.W_V, before)
+    with torch.no_grad():
+        model.W_V.copy_(W_V)
+    assert abs(loss - squared_loss(model(X), Y).item()) < 1e-12
+    assert torch.allclose(grads["W_V"], loss_gradients(model, X, Y, "W_V")["W_V"], atol=1e-12)
+    with pytest.raises(ValueError, match="unknown name 'W_Z' in at"):
+        loss_and_gradients(model, X, Y, "W_V", at={"W_Z": W_V})
