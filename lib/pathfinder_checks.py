@@ -20,7 +20,7 @@ from .pathfinder import PathfinderData
 from .plotting import new_figure
 
 __all__ = ["threshold_accuracy", "marker_is_square", "marked_path_ink", "window_ink",
-           "flood_fill_labels", "show_pathfinder_images"]
+           "flood_fill_labels", "show_pathfinder_images", "marker_path_masks"]
 
 
 def _check_data(data: object) -> PathfinderData:
@@ -122,3 +122,18 @@ def show_pathfinder_images(data: PathfinderData, per_class: int, title_size: int
                 spine.set_color("0.6")
     fig.tight_layout()
     return fig
+
+
+def marker_path_masks(data: PathfinderData, i: int, marker: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-major masks (R*R,) of image i: all ink, and the ink of the path carrying ``marker``
+    (its piece of ``_components``) without that marker's 3x3 square."""
+    data = _check_data(data)
+    R = data.resolution
+    image = data.images[i]
+    row, col = data.marker_coords[i, marker].tolist()
+    components, _ = _components(image.numpy(), data.bridge_radius)
+    ink = image.flatten() > 0.5
+    rr, cc = torch.meshgrid(torch.arange(R), torch.arange(R), indexing="ij")
+    square = (((rr - row).abs() <= 1) & ((cc - col).abs() <= 1)).flatten()
+    own = ink & torch.from_numpy(components == components[row, col]).flatten() & ~square
+    return ink, own

@@ -22,7 +22,7 @@ import torch
 from .settings import repository_root
 
 __all__ = ["RECORDS_ENV", "records_dir", "record_path", "hardware_info", "cpu_name",
-           "save_record", "load_record", "settings_differences"]
+           "save_record", "load_record", "settings_differences", "run_curves"]
 
 RECORDS_ENV = "GDT_RECORDS_DIR"
 
@@ -121,3 +121,34 @@ def load_record(name: str, settings: Mapping[str, Any] | None = None) -> dict[st
         if diff:
             raise ValueError(f"the record {path.name} was made with different settings: {diff}")
     return record
+
+
+def run_curves(record: Mapping[str, Any], kernels, keys=("test_acc", "test_loss")):
+    """Check a record of per-seed runs and return its curves as arrays.
+
+    record: {"settings": {steps, eval_every, seeds}, "eval_steps": [...], "runs": {kernel: [{"seed",
+    "status", "test_acc", "test_loss", ...}, ...]}}. Checks: evaluations at step 0, every
+    eval_every steps and at the end; one run per seed in order; every run completed
+    ("max_steps") with finite curves of that length. Returns (steps (T,), then for each key
+    {kernel: (seeds, T)}). Raises ValueError naming what does not match.
+    """
+    import numpy as np
+
+    s = record["settings"]
+    grid = sorted(set(range(0, s["steps"], s["eval_every"])) | {s["steps"]})
+    if list(record["eval_steps"]) != grid:
+        raise ValueError(f"eval_steps {record['eval_steps']} are not 0, every {s['eval_every']}, {s['steps']}")
+    out = []
+    for key in keys:
+        curves = {}
+        for kernel in kernels:
+            runs = record["runs"][kernel]
+            if [r["seed"] for r in runs] != list(s["seeds"]):
+                raise ValueError(f"{kernel}: runs for seeds {[r['seed'] for r in runs]}, expected {s['seeds']}")
+            bad = [r["seed"] for r in runs if r["status"] != "max_steps" or len(r[key]) != len(grid)
+                   or not np.isfinite(r[key]).all()]
+            if bad:
+                raise ValueError(f"{kernel}: seeds {bad} did not complete with finite {key} curves")
+            curves[kernel] = np.array([r[key] for r in runs], dtype=float)
+        out.append(curves)
+    return (np.array(grid), *out)

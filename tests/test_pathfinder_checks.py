@@ -45,3 +45,16 @@ def test_show_images(data):
     fig = show_pathfinder_images(data, per_class=3)
     assert len(fig.axes) == 6 and fig.axes[0].get_title() == "connected"
     plt.close(fig)
+
+
+def test_marker_path_masks(data):
+    from lib.pathfinder_checks import marker_path_masks
+
+    for i in range(5):
+        ink, own = marker_path_masks(data, i)
+        assert ink.shape == own.shape == (256,) and own.any() and not (own & ~ink).any()
+        row, col = data.marker_coords[i, 0].tolist()
+        assert not own[row * 16 + col]  # the marker square is left out
+        other_row, other_col = data.marker_coords[i, 1].tolist()
+        if data.labels[i] == 0:  # not connected: the other marker is on another path
+            assert not own[other_row * 16 + other_col]

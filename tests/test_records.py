@@ -45,3 +45,17 @@ def test_bad_arguments(tmp_records):
         records.save_record("demo", {"settings": 1}, settings={}, wall_seconds=1)
     with pytest.raises(ValueError, match="wall_seconds"):
         records.save_record("demo", {}, settings={}, wall_seconds=-1)
+
+
+def test_run_curves():
+    record = {"settings": {"steps": 20, "eval_every": 10, "seeds": [0, 1]}, "eval_steps": [0, 10, 20],
+              "runs": {k: [{"seed": s, "status": "max_steps", "test_acc": [0.5, 0.6, 0.7],
+                            "test_loss": [0.7, 0.6, 0.5]} for s in (0, 1)] for k in ("a", "b")}}
+    steps, acc, loss = records.run_curves(record, ["a", "b"])
+    assert steps.tolist() == [0, 10, 20] and acc["a"].shape == (2, 3) and loss["b"][1, 2] == 0.5
+    record["runs"]["b"][1]["status"] = "diverged"
+    with pytest.raises(ValueError, match=r"b: seeds \[1\]"):
+        records.run_curves(record, ["a", "b"])
+    record["eval_steps"] = [0, 20]
+    with pytest.raises(ValueError, match="eval_steps"):
+        records.run_curves(record, ["a"])
