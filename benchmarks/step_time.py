@@ -113,11 +113,19 @@ def make_step(model: nn.Module, cfg: dict, x: torch.Tensor, y: torch.Tensor):
 
 
 def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Matmul FLOPs (incl. attention) of one forward + backward pass."""
+    """Matmul FLOPs of one forward + backward pass, the attention products included.
+
+    Counted on the plain attention (``model.fused = False``: explicit matmuls Q K^T and S V, which
+    the counter sees; it does not count the fused CPU kernel), so the count is the matmul work the
+    step must do whichever way it is computed."""
+    fused, model.fused = model.fused, False
     counter = FlopCounterMode(display=False)
-    with counter:
-        F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
+    try:
+        with counter:
+            F.cross_entropy(model(x), y).backward()
+    finally:
+        model.fused = fused
+        model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
