@@ -24,6 +24,7 @@ step is from being matmul-bound.
 Prints every ratio. Targets: Softmax / torch <= 1.0 and Gaussian / Softmax <= 1.2. Exit status 0
 when both are met in every configuration, else 1 (the numbers are printed either way).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,13 +54,16 @@ CONFIGS = {
 class TorchEncoderClassifier(nn.Module):
     """The same classifier with ``torch.nn.TransformerEncoder`` (pre-LN, batch-first) as encoder."""
 
-    def __init__(self, vocab: int | None, L: int, D: int = 64, H: int = 2, mlp: int = 128):
+    def __init__(
+        self, vocab: int | None, L: int, D: int = 64, H: int = 2, mlp: int = 128
+    ):
         super().__init__()
         self.vocab = vocab
         self.embed = nn.Embedding(vocab, D, padding_idx=0) if vocab else nn.Linear(1, D)
         self.pos = nn.Parameter(torch.randn(1, L, D) * 0.02)
-        layer = nn.TransformerEncoderLayer(D, H, mlp, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            D, H, mlp, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(D)
         self.head = nn.Linear(D, 2)
@@ -166,26 +170,39 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rounds, steps = (3, 2) if args.quick else (7, 4)
     rate = matmul_rate()
-    print(f"torch {torch.__version__}, {args.threads} thread(s), float32; "
-          f"large-matmul rate {rate / 1e9:.1f} GFLOP/s")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), float32; "
+        f"large-matmul rate {rate / 1e9:.1f} GFLOP/s"
+    )
     ok = True
     for name, cfg in CONFIGS.items():
         res = bench_config(name, cfg, rounds, steps)
         t = res["times"]
-        print(f"\n{name} (B={cfg['B']}, L={cfg['L']}, {cfg['optimizer']}); ms per step (median of "
-              f"{rounds} rounds x {steps} steps, CPU time):")
+        print(
+            f"\n{name} (B={cfg['B']}, L={cfg['L']}, {cfg['optimizer']}); ms per step"
+            f" (median of {rounds} rounds x {steps} steps, CPU time):"
+        )
         for k, v in t.items():
             print(f"  {k:<17} {1e3 * v:7.1f} ms")
         r_torch = t["softmax"] / t["torch"]
         r_gauss = t["gaussian"] / t["softmax"]
         r_plain = t["gaussian (plain)"] / t["gaussian"]
-        print(f"  ratio Softmax / torch.nn.TransformerEncoder = {r_torch:.2f} (target <= {TARGET_TORCH})")
-        print(f"  ratio Gaussian / Softmax                    = {r_gauss:.2f} (target <= {TARGET_GAUSSIAN})")
+        print(
+            f"  ratio Softmax / torch.nn.TransformerEncoder = {r_torch:.2f} (target <="
+            f" {TARGET_TORCH})"
+        )
+        print(
+            f"  ratio Gaussian / Softmax                    = {r_gauss:.2f} (target <="
+            f" {TARGET_GAUSSIAN})"
+        )
         print(f"  ratio Gaussian plain / Gaussian fused       = {r_plain:.2f}")
         for k in ("softmax", "gaussian"):
             limit = res["flops"][k] / rate
-            print(f"  {k}: {res['flops'][k] / 1e9:.2f} GFLOP of matmuls per step (forward and "
-                  f"backward); FLOP limit {1e3 * limit:.1f} ms; step / FLOP limit = {t[k] / limit:.1f}")
+            print(
+                f"  {k}: {res['flops'][k] / 1e9:.2f} GFLOP of matmuls per step (forward"
+                f" and backward); FLOP limit {1e3 * limit:.1f} ms; step / FLOP limit ="
+                f" {t[k] / limit:.1f}"
+            )
         ok &= r_torch <= TARGET_TORCH and r_gauss <= TARGET_GAUSSIAN
     print("\nall targets met" if ok else "\nat least one target NOT met")
     return 0 if ok else 1

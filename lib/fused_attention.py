@@ -26,6 +26,7 @@ Masked keys get weight 0; a row without any real key gives 0, as in ``attention_
 implementation (``lib.attention.attention_matrix``) is the reference; ``tests/test_fused_attention.py``
 checks forward values and gradients against it in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,8 @@ __all__ = ["fused_attention", "fusable"]
 def fusable(t: torch.Tensor) -> bool:
     """Whether the fused routine can differentiate through ``t``: False inside ``torch.func``
     transforms (e.g. the Hessian-vector products of ``lib.hessian``, forward-over-reverse), for
-    which PyTorch's fused CPU kernel has no forward-mode derivative; use the plain kernels there."""
+    which PyTorch's fused CPU kernel has no forward-mode derivative; use the plain kernels there.
+    """
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return not (wrapped is not None and wrapped(t))
 
@@ -54,7 +56,11 @@ def _centred(Q: torch.Tensor, K: torch.Tensor, key_mask: torch.Tensor | None):
     else:
         w = key_mask.unsqueeze(-1).to(Q.dtype)  # (..., n, 1)
         count = w.sum(dim=-2, keepdim=True).clamp_min(1.0)
-        centre = 0.5 * ((Q * w).sum(dim=-2, keepdim=True) + (K * w).sum(dim=-2, keepdim=True)) / count
+        centre = (
+            0.5
+            * ((Q * w).sum(dim=-2, keepdim=True) + (K * w).sum(dim=-2, keepdim=True))
+            / count
+        )
     centre = centre.detach()
     return Q - centre, K - centre
 
@@ -69,8 +75,12 @@ def _sdpa(q, k, v, mask, scale):
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     has_key = mask.any(dim=-1, keepdim=True)  # (..., 1)
-    allowed = mask | ~has_key  # an empty row attends everywhere, then is zeroed (no NaN)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(-2), scale=scale)
+    allowed = (
+        mask | ~has_key
+    )  # an empty row attends everywhere, then is zeroed (no NaN)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed.unsqueeze(-2), scale=scale
+    )
     if bool(has_key.all()):
         return out
     return out * has_key.unsqueeze(-1).to(out.dtype)
@@ -94,13 +104,21 @@ def fused_attention(
     _check_qk(Q, K)
     if not isinstance(V, torch.Tensor) or V.shape[:-1] != K.shape[:-1]:
         got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
-        raise ValueError(f"V must have shape (..., n, d_v) = {tuple(K.shape[:-1])} + (d_v,), got {got}")
+        raise ValueError(
+            f"V must have shape (..., n, d_v) = {tuple(K.shape[:-1])} + (d_v,), got"
+            f" {got}"
+        )
     n, d = Q.shape[-2], Q.shape[-1]
     if key_mask is not None:
         if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
-            raise TypeError("key_mask must be a bool tensor (..., n) with True for real tokens")
+            raise TypeError(
+                "key_mask must be a bool tensor (..., n) with True for real tokens"
+            )
         if key_mask.shape[-1] != n:
-            raise ValueError(f"key_mask must have shape (..., n) with n = {n}, got {tuple(key_mask.shape)}")
+            raise ValueError(
+                f"key_mask must have shape (..., n) with n = {n}, got"
+                f" {tuple(key_mask.shape)}"
+            )
     if kernel == "softmax":
         return _sdpa(Q, K, V, key_mask, 1.0 / math.sqrt(d))
     gamma = default_gamma(d) if gamma is None else check_positive_float(gamma, "gamma")
@@ -109,21 +127,45 @@ def fused_attention(
     b = gamma * (k * k).sum(-1, keepdim=True)  # (..., n, 1): gamma ||k_j||^2
     one = torch.ones_like(a)
     if kernel == "gaussian_normalized":
-        return _sdpa(torch.cat([q * (2.0 * gamma), one], -1), torch.cat([k, -b], -1), V, key_mask, 1.0)
+        return _sdpa(
+            torch.cat([q * (2.0 * gamma), one], -1),
+            torch.cat([k, -b], -1),
+            V,
+            key_mask,
+            1.0,
+        )
     # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per sequence.
     # q, k and v are padded with zeros to one width w (the fused CPU kernel wants equal widths).
     dv = V.shape[-1]
     w = max(d + 2, dv + 1)
-    q_aug = torch.cat([q * (2.0 * gamma), a, one, q.new_zeros(1).expand(*a.shape[:-1], w - d - 2)], -1)
-    k_rows = F.pad(k, (0, 0, 0, 1))  # (..., n + 1, d): the sink key appended as a zero row
+    q_aug = torch.cat(
+        [q * (2.0 * gamma), a, one, q.new_zeros(1).expand(*a.shape[:-1], w - d - 2)], -1
+    )
+    k_rows = F.pad(
+        k, (0, 0, 0, 1)
+    )  # (..., n + 1, d): the sink key appended as a zero row
     sink = k_rows.new_zeros(n + 1, 1)
     sink[n] = 1.0  # (n + 1, 1): 1 on the sink's row
     lead = k_rows.shape[:-2]
     sink = sink.expand(*lead, n + 1, 1)
-    k_all = torch.cat([k_rows, sink, -F.pad(b, (0, 0, 0, 1)), k_rows.new_zeros(1).expand(*lead, n + 1, w - d - 2)], -1)
+    k_all = torch.cat(
+        [
+            k_rows,
+            sink,
+            -F.pad(b, (0, 0, 0, 1)),
+            k_rows.new_zeros(1).expand(*lead, n + 1, w - d - 2),
+        ],
+        -1,
+    )
     v_rows = F.pad(V, (0, 0, 0, 1))  # (..., n + 1, dv)
-    v_all = torch.cat([v_rows, v_rows.new_zeros(1).expand(*v_rows.shape[:-1], w - dv - 1),
-                       sink.expand(*v_rows.shape[:-2], n + 1, 1)], -1)
+    v_all = torch.cat(
+        [
+            v_rows,
+            v_rows.new_zeros(1).expand(*v_rows.shape[:-1], w - dv - 1),
+            sink.expand(*v_rows.shape[:-2], n + 1, 1),
+        ],
+        -1,
+    )
     mask = None
     if key_mask is not None:
         mask = torch.cat([key_mask, key_mask.new_ones(*key_mask.shape[:-1], 1)], -1)

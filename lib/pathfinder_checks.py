@@ -10,6 +10,7 @@
 A model that solves Pathfinder must follow the curves; these functions check that nothing simpler
 (marker distance, total ink, local ink) predicts the label, and that the label is recoverable.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,24 +20,42 @@ from scipy import ndimage
 from .pathfinder import PathfinderData
 from .plotting import new_figure
 
-__all__ = ["threshold_accuracy", "marker_is_square", "marked_path_ink", "window_ink",
-           "flood_fill_labels", "show_pathfinder_images", "marker_path_masks"]
+__all__ = [
+    "threshold_accuracy",
+    "marker_is_square",
+    "marked_path_ink",
+    "window_ink",
+    "flood_fill_labels",
+    "show_pathfinder_images",
+    "marker_path_masks",
+]
 
 
 def _check_data(data: object) -> PathfinderData:
     if not isinstance(data, PathfinderData):
-        raise TypeError(f"data must be a lib.pathfinder.PathfinderData, got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a lib.pathfinder.PathfinderData, got {type(data).__name__}"
+        )
     return data
 
 
 def threshold_accuracy(stat: object, labels: object) -> tuple[float, float]:
     """Best threshold rule ("label 1 when sign * (stat - t) >= 0") fitted on the first half of the
-    samples: (accuracy on the second half, accuracy on the first half). stat, labels: (N,), N >= 2."""
+    samples: (accuracy on the second half, accuracy on the first half). stat, labels: (N,), N >= 2.
+    """
     stat, labels = np.asarray(stat, dtype=float), np.asarray(labels)
     if stat.ndim != 1 or stat.shape != labels.shape or len(stat) < 2:
-        raise ValueError(f"stat and labels must be 1-D of the same length >= 2, got {stat.shape}, {labels.shape}")
+        raise ValueError(
+            f"stat and labels must be 1-D of the same length >= 2, got {stat.shape},"
+            f" {labels.shape}"
+        )
     half = len(stat) // 2
-    s_fit, y_fit, s_test, y_test = stat[:half], labels[:half], stat[half:], labels[half:]
+    s_fit, y_fit, s_test, y_test = (
+        stat[:half],
+        labels[:half],
+        stat[half:],
+        labels[half:],
+    )
     best, rule = -1.0, (0.0, 1)
     for t in np.unique(s_fit):
         for sign in (1, -1):
@@ -53,26 +72,32 @@ def marker_is_square(data: PathfinderData) -> bool:
     (n, _, _), R = data.marker_coords.shape, data.resolution
     rows = data.marker_coords[..., 0, None, None] + torch.arange(-1, 2)[:, None]
     cols = data.marker_coords[..., 1, None, None] + torch.arange(-1, 2)[None, :]
-    values = data.images[torch.arange(n)[:, None, None, None], rows.clamp(0, R - 1), cols.clamp(0, R - 1)]
+    values = data.images[
+        torch.arange(n)[:, None, None, None], rows.clamp(0, R - 1), cols.clamp(0, R - 1)
+    ]
     return bool((values == 1).all())
 
 
 def _components(image: np.ndarray, r: int) -> tuple[np.ndarray, int]:
     """8-connected pieces of the ink after a dilation by a (2r+1) square (the paths)."""
     square = np.ones((2 * r + 1, 2 * r + 1), dtype=bool)
-    return ndimage.label(ndimage.binary_dilation(image > 0.5, structure=square), structure=np.ones((3, 3)))
+    return ndimage.label(
+        ndimage.binary_dilation(image > 0.5, structure=square),
+        structure=np.ones((3, 3)),
+    )
 
 
 def marked_path_ink(data: PathfinderData) -> tuple[np.ndarray, np.ndarray]:
     """Ink of each marker's own path with both marker squares removed: (N, 2); and the ink of the
-    largest path that carries no marker: (N,). Paths are the pieces of ``_components``."""
+    largest path that carries no marker: (N,). Paths are the pieces of ``_components``.
+    """
     data = _check_data(data)
     per_marker, unmarked = [], []
     for image, marks in zip(data.images.numpy(), data.marker_coords.numpy()):
         components, n = _components(image, data.bridge_radius)
         clean = image > 0.5
         for row, col in marks:
-            clean[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2] = False
+            clean[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2] = False
         own = [components[row, col] for row, col in marks]
         sizes = np.bincount(components[clean], minlength=n + 1)
         per_marker.append(sizes[own])
@@ -91,7 +116,9 @@ def window_ink(data: PathfinderData, w: int = 3) -> np.ndarray:
     total = torch.zeros(len(data))
     for dy in range(2 * w + 1):
         for dx in range(2 * w + 1):
-            total += padded[torch.arange(len(data))[:, None], rows + dy, cols + dx].sum(1)
+            total += padded[torch.arange(len(data))[:, None], rows + dy, cols + dx].sum(
+                1
+            )
     return total.numpy()
 
 
@@ -112,8 +139,12 @@ def show_pathfinder_images(data: PathfinderData, per_class: int, title_size: int
     for row, label in enumerate((1, 0)):
         idx = torch.nonzero(data.labels == label).flatten()[:per_class]
         for ax, i in zip(axes[row], idx.tolist()):
-            ax.imshow(data.images[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title("connected" if label == 1 else "not connected", fontsize=title_size)
+            ax.imshow(
+                data.images[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest"
+            )
+            ax.set_title(
+                "connected" if label == 1 else "not connected", fontsize=title_size
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
@@ -124,7 +155,9 @@ def show_pathfinder_images(data: PathfinderData, per_class: int, title_size: int
     return fig
 
 
-def marker_path_masks(data: PathfinderData, i: int, marker: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def marker_path_masks(
+    data: PathfinderData, i: int, marker: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-major masks (R*R,) of image i: all ink, and the ink of the path carrying ``marker``
     (its piece of ``_components``) without that marker's 3x3 square."""
     data = _check_data(data)

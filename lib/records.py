@@ -8,6 +8,7 @@ Every record holds its ``settings`` (what was run), the ``hardware`` it ran on (
 the wall-clock time and the date. Records live in ``chapters/recorded/`` of the repository
 (``records_dir``), or in the directory named by the environment variable ``GDT_RECORDS_DIR``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,8 +22,17 @@ import torch
 
 from .settings import repository_root
 
-__all__ = ["RECORDS_ENV", "records_dir", "record_path", "hardware_info", "cpu_name",
-           "save_record", "load_record", "settings_differences", "run_curves"]
+__all__ = [
+    "RECORDS_ENV",
+    "records_dir",
+    "record_path",
+    "hardware_info",
+    "cpu_name",
+    "save_record",
+    "load_record",
+    "settings_differences",
+    "run_curves",
+]
 
 RECORDS_ENV = "GDT_RECORDS_DIR"
 
@@ -37,8 +47,16 @@ def records_dir() -> Path:
 
 def record_path(name: str) -> Path:
     """Path of the record ``name`` (a file name without directories; ``.json`` is appended)."""
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"name must be a plain file name such as 'imdb_sgd', got {name!r}")
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+    ):
+        raise ValueError(
+            f"name must be a plain file name such as 'imdb_sgd', got {name!r}"
+        )
     return records_dir() / (name if name.endswith(".json") else name + ".json")
 
 
@@ -58,9 +76,16 @@ def hardware_info(device: torch.device | str | None = None) -> dict[str, Any]:
     """What a run ran on: platform, CPU, logical CPUs, torch version and threads, device, GPU name."""
     device = torch.device("cpu" if device is None else device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"platform": platform.platform(), "machine": platform.machine(), "processor": cpu_name(),
-            "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "device": str(device), "gpu": gpu}
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": gpu,
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -68,10 +93,14 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def settings_differences(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+def settings_differences(
+    recorded: Mapping[str, Any], expected: Mapping[str, Any]
+) -> list[str]:
     """Keys whose values differ between two settings dicts (compared as JSON), sorted."""
     a, b = _plain(dict(recorded)), _plain(dict(expected))
-    return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
+    return sorted(
+        k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>")
+    )
 
 
 def save_record(
@@ -91,13 +120,23 @@ def save_record(
     reserved = {"settings", "hardware", "wall_seconds", "recorded_utc"} & set(data)
     if reserved:
         raise ValueError(f"data must not contain the reserved keys {sorted(reserved)}")
-    if isinstance(wall_seconds, bool) or not isinstance(wall_seconds, (int, float)) or wall_seconds < 0:
-        raise ValueError(f"wall_seconds must be a non-negative number, got {wall_seconds!r}")
-    record = {"settings": _plain(dict(settings)),
-              "hardware": dict(hardware) if hardware is not None else hardware_info(device),
-              "wall_seconds": float(wall_seconds),
-              "recorded_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              **_plain(dict(data))}
+    if (
+        isinstance(wall_seconds, bool)
+        or not isinstance(wall_seconds, (int, float))
+        or wall_seconds < 0
+    ):
+        raise ValueError(
+            f"wall_seconds must be a non-negative number, got {wall_seconds!r}"
+        )
+    record = {
+        "settings": _plain(dict(settings)),
+        "hardware": dict(hardware) if hardware is not None else hardware_info(device),
+        "wall_seconds": float(wall_seconds),
+        "recorded_utc": (
+            datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        ),
+        **_plain(dict(data)),
+    }
     path = record_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -114,12 +153,16 @@ def load_record(name: str, settings: Mapping[str, Any] | None = None) -> dict[st
     """
     path = record_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"no recorded run {path}; the scripts in scripts/record_*.py write them")
+        raise FileNotFoundError(
+            f"no recorded run {path}; the scripts in scripts/record_*.py write them"
+        )
     record = json.loads(path.read_text())
     if settings is not None:
         diff = settings_differences(record.get("settings", {}), settings)
         if diff:
-            raise ValueError(f"the record {path.name} was made with different settings: {diff}")
+            raise ValueError(
+                f"the record {path.name} was made with different settings: {diff}"
+            )
     return record
 
 
@@ -137,18 +180,31 @@ def run_curves(record: Mapping[str, Any], kernels, keys=("test_acc", "test_loss"
     s = record["settings"]
     grid = sorted(set(range(0, s["steps"], s["eval_every"])) | {s["steps"]})
     if list(record["eval_steps"]) != grid:
-        raise ValueError(f"eval_steps {record['eval_steps']} are not 0, every {s['eval_every']}, {s['steps']}")
+        raise ValueError(
+            f"eval_steps {record['eval_steps']} are not 0, every {s['eval_every']},"
+            f" {s['steps']}"
+        )
     out = []
     for key in keys:
         curves = {}
         for kernel in kernels:
             runs = record["runs"][kernel]
             if [r["seed"] for r in runs] != list(s["seeds"]):
-                raise ValueError(f"{kernel}: runs for seeds {[r['seed'] for r in runs]}, expected {s['seeds']}")
-            bad = [r["seed"] for r in runs if r["status"] != "max_steps" or len(r[key]) != len(grid)
-                   or not np.isfinite(r[key]).all()]
+                raise ValueError(
+                    f"{kernel}: runs for seeds {[r['seed'] for r in runs]}, expected"
+                    f" {s['seeds']}"
+                )
+            bad = [
+                r["seed"]
+                for r in runs
+                if r["status"] != "max_steps"
+                or len(r[key]) != len(grid)
+                or not np.isfinite(r[key]).all()
+            ]
             if bad:
-                raise ValueError(f"{kernel}: seeds {bad} did not complete with finite {key} curves")
+                raise ValueError(
+                    f"{kernel}: seeds {bad} did not complete with finite {key} curves"
+                )
             curves[kernel] = np.array([r[key] for r in runs], dtype=float)
         out.append(curves)
     return (np.array(grid), *out)

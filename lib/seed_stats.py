@@ -9,6 +9,7 @@ Intervals are Student-t intervals of a mean over seeds: mean +- t_{n-1, (1+c)/2}
 with s the sample standard deviation; they assume the seeds are independent draws and say nothing
 with a single seed (the interval is then infinite).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,26 +18,42 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["mean_interval", "format_interval", "PairedDifference", "paired_difference", "steps_to_reach",
-           "verdict", "compare_kernels", "chance_summary"]
+__all__ = [
+    "mean_interval",
+    "format_interval",
+    "PairedDifference",
+    "paired_difference",
+    "steps_to_reach",
+    "verdict",
+    "compare_kernels",
+    "chance_summary",
+]
 
 
 def _runs(values: object, name: str) -> np.ndarray:
     a = np.asarray(values, dtype=float)
     if a.ndim == 0 or a.shape[0] == 0:
-        raise ValueError(f"{name} must have one row per seed (at least one), got shape {a.shape}")
+        raise ValueError(
+            f"{name} must have one row per seed (at least one), got shape {a.shape}"
+        )
     if not np.isfinite(a).all():
         raise ValueError(f"{name} must be finite")
     return a
 
 
 def _check_confidence(confidence: float) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or not 0 < confidence < 1
+    ):
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
     return float(confidence)
 
 
-def mean_interval(values: object, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mean_interval(
+    values: object, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, lower, upper) over the first axis (seeds) of values: (n, ...) -> three (...) arrays.
 
     Student-t interval of the mean; with n = 1 the bounds are -inf and +inf.
@@ -51,9 +68,14 @@ def mean_interval(values: object, confidence: float = 0.95) -> tuple[np.ndarray,
     return mean, mean - half, mean + half
 
 
-def format_interval(values: object, digits: int = 3, confidence: float = 0.95, sign: bool = False) -> str:
-    """"mean [lower, upper]" of values: (n,) over seeds, t interval; "mean (1 seed)" when n = 1."""
-    mean, lo, hi = (float(v) for v in mean_interval(np.asarray(values, dtype=float).reshape(-1), confidence))
+def format_interval(
+    values: object, digits: int = 3, confidence: float = 0.95, sign: bool = False
+) -> str:
+    """ "mean [lower, upper]" of values: (n,) over seeds, t interval; "mean (1 seed)" when n = 1."""
+    mean, lo, hi = (
+        float(v)
+        for v in mean_interval(np.asarray(values, dtype=float).reshape(-1), confidence)
+    )
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
     if not math.isfinite(lo):
         return f.format(mean) + " (1 seed)"
@@ -79,11 +101,16 @@ class PairedDifference:
         return (self.lo > 0) | (self.hi < 0)
 
 
-def paired_difference(a: object, b: object, confidence: float = 0.95) -> PairedDifference:
+def paired_difference(
+    a: object, b: object, confidence: float = 0.95
+) -> PairedDifference:
     """a - b paired by seed (row i of a and of b come from the same seed). a, b: (n, ...)."""
     a, b = _runs(a, "a"), _runs(b, "b")
     if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape (seeds paired row by row), got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"a and b must have the same shape (seeds paired row by row), got {a.shape}"
+            f" and {b.shape}"
+        )
     d = a - b
     mean, lo, hi = mean_interval(d, confidence)
     return PairedDifference(d, mean, lo, hi, float(confidence))
@@ -94,22 +121,32 @@ def steps_to_reach(steps: object, curves: object, threshold: float) -> np.ndarra
     s = np.asarray(steps, dtype=float)
     c = _runs(curves, "curves")
     if c.ndim != 2 or s.shape != (c.shape[1],):
-        raise ValueError(f"curves must have shape (seeds, {s.size}) to match steps, got {c.shape}")
+        raise ValueError(
+            f"curves must have shape (seeds, {s.size}) to match steps, got {c.shape}"
+        )
     reached = c >= threshold
     first = np.argmax(reached, axis=1)
     return np.where(reached.any(axis=1), s[first], np.nan)
 
 
-def verdict(d: PairedDifference, names: tuple[str, str] = ("Gaussian", "Softmax")) -> str:
-    """"<a> better" or "<b> better" when the interval of the mean difference a - b excludes 0
+def verdict(
+    d: PairedDifference, names: tuple[str, str] = ("Gaussian", "Softmax")
+) -> str:
+    """ "<a> better" or "<b> better" when the interval of the mean difference a - b excludes 0
     (for a scalar difference), else "no detectable difference"."""
     if not bool(d.excludes_zero()):
         return "no detectable difference"
     return f"{names[0] if float(d.mean) > 0 else names[1]} better"
 
 
-def compare_kernels(acc: dict, loss: dict, final_acc: dict | None = None, final_loss: dict | None = None,
-                    kernels: tuple[str, str] = ("gaussian", "softmax"), confidence: float = 0.95):
+def compare_kernels(
+    acc: dict,
+    loss: dict,
+    final_acc: dict | None = None,
+    final_loss: dict | None = None,
+    kernels: tuple[str, str] = ("gaussian", "softmax"),
+    confidence: float = 0.95,
+):
     """Paired comparison of two kernels on four quantities; positive differences favour kernels[0].
 
     acc, loss: {kernel: (n, T)} test curves of n seeds (column 0 = step 0); final_acc, final_loss:
@@ -128,15 +165,30 @@ def compare_kernels(acc: dict, loss: dict, final_acc: dict | None = None, final_
     mean_loss = {k: np.asarray(v)[:, 1:].mean(1) for k, v in loss.items()}
     labels = (a.capitalize(), b.capitalize())
     rows, diffs, verdicts = [], {}, {}
-    for name, values, sign in (("final test accuracy", final_acc, 1), ("final test loss", final_loss, -1),
-                               ("mean test accuracy over the run", mean_acc, 1),
-                               ("mean test loss over the run", mean_loss, -1)):
-        d = paired_difference(sign * np.asarray(values[a]), sign * np.asarray(values[b]), confidence)
+    for name, values, sign in (
+        ("final test accuracy", final_acc, 1),
+        ("final test loss", final_loss, -1),
+        ("mean test accuracy over the run", mean_acc, 1),
+        ("mean test loss over the run", mean_loss, -1),
+    ):
+        d = paired_difference(
+            sign * np.asarray(values[a]), sign * np.asarray(values[b]), confidence
+        )
         diffs[name], verdicts[name] = d, verdict(d, labels)
-        rows.append((name, format_interval(d.per_seed, 4, confidence, sign=True),
-                     f"{int((d.per_seed > 0).sum())} of {d.n}", verdicts[name]))
-    header = ["quantity", f"difference favouring {labels[0]}, mean [{confidence:.0%} CI]",
-              f"seeds favouring {labels[0]}", "verdict"]
+        rows.append(
+            (
+                name,
+                format_interval(d.per_seed, 4, confidence, sign=True),
+                f"{int((d.per_seed > 0).sum())} of {d.n}",
+                verdicts[name],
+            )
+        )
+    header = [
+        "quantity",
+        f"difference favouring {labels[0]}, mean [{confidence:.0%} CI]",
+        f"seeds favouring {labels[0]}",
+        "verdict",
+    ]
     return Table(header, rows), diffs, verdicts
 
 
@@ -155,6 +207,11 @@ def chance_summary(acc: dict, loss: dict, num_test: int) -> dict:
     final = np.concatenate([np.asarray(a)[:, -1] for a in acc.values()])
     later = np.concatenate([np.asarray(a)[:, 1:] for a in acc.values()])
     lowest = min(float(np.min(v)) for v in loss.values()) - math.log(2)
-    return {"margin": margin, "final_at_chance": bool(np.all(np.abs(final - 0.5) <= margin)),
-            "lowest_loss_minus_ln2": lowest, "outside": int((np.abs(later - 0.5) > margin).sum()),
-            "evaluations": int(later.size), "final": final}
+    return {
+        "margin": margin,
+        "final_at_chance": bool(np.all(np.abs(final - 0.5) <= margin)),
+        "lowest_loss_minus_ln2": lowest,
+        "outside": int((np.abs(later - 0.5) > margin).sum()),
+        "evaluations": int(later.size),
+        "final": final,
+    }

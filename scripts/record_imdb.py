@@ -14,6 +14,7 @@ and evaluating. Jobs run in order: the main comparison (both kernels, every seed
 learning rate) first, then the learning-rate sweep. ``--collect`` writes the record from the jobs
 finished so far (all of the main comparison, and whatever part of the sweep is done).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,59 @@ from lib.settings import repository_root  # noqa: E402
 
 NAME = "imdb_sgd"
 SETTINGS = dict(
-    seq_len=64, vocab_size=20_000, min_freq=2, max_train=None, subset_seed=0,
-    D=64, H=2, mlp_dim=128, num_layers=2, pooling="mean", dropout=0.0, gamma=None,
-    optimizer="sgd", lr=0.01, momentum=0.9, batch_size=32, steps=3000, eval_every=250,
-    eval_subset=1000, eval_batch_size=500, loss_block=50,
-    seeds=[0, 1, 2, 3, 4], kernels=["softmax", "gaussian"],
-    sweep_lrs=[0.03, 0.003], sweep_seeds=[0],
+    seq_len=64,
+    vocab_size=20_000,
+    min_freq=2,
+    max_train=None,
+    subset_seed=0,
+    D=64,
+    H=2,
+    mlp_dim=128,
+    num_layers=2,
+    pooling="mean",
+    dropout=0.0,
+    gamma=None,
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.9,
+    batch_size=32,
+    steps=3000,
+    eval_every=250,
+    eval_subset=1000,
+    eval_batch_size=500,
+    loss_block=50,
+    seeds=[0, 1, 2, 3, 4],
+    kernels=["softmax", "gaussian"],
+    sweep_lrs=[0.03, 0.003],
+    sweep_seeds=[0],
 )
-QUICK = dict(SETTINGS, seq_len=32, vocab_size=2000, max_train=512, steps=20, eval_every=10,
-             eval_subset=200, loss_block=5, seeds=[0], sweep_lrs=[0.03])
+QUICK = dict(
+    SETTINGS,
+    seq_len=32,
+    vocab_size=2000,
+    max_train=512,
+    steps=20,
+    eval_every=10,
+    eval_subset=200,
+    loss_block=5,
+    seeds=[0],
+    sweep_lrs=[0.03],
+)
 
 
 def jobs(settings: dict) -> list[dict]:
     """The main comparison (every kernel and seed at ``lr``), then the learning-rate sweep."""
-    main = [dict(kernel=k, lr=settings["lr"], seed=s) for s in settings["seeds"] for k in settings["kernels"]]
-    sweep = [dict(kernel=k, lr=lr, seed=s) for lr in settings["sweep_lrs"] for s in settings["sweep_seeds"]
-             for k in settings["kernels"]]
+    main = [
+        dict(kernel=k, lr=settings["lr"], seed=s)
+        for s in settings["seeds"]
+        for k in settings["kernels"]
+    ]
+    sweep = [
+        dict(kernel=k, lr=lr, seed=s)
+        for lr in settings["sweep_lrs"]
+        for s in settings["sweep_seeds"]
+        for k in settings["kernels"]
+    ]
     return main + sweep
 
 
@@ -63,14 +101,33 @@ def job_name(job: dict) -> str:
 def prepare_data(settings: dict, path: Path) -> None:
     """Tokenise once; workers load the tensors from ``path``."""
     data = load_imdb(progress=False)
-    t = imdb_tensors(data, seq_len=settings["seq_len"], vocab_size=settings["vocab_size"],
-                     min_freq=settings["min_freq"], max_train=settings["max_train"], seed=settings["subset_seed"])
+    t = imdb_tensors(
+        data,
+        seq_len=settings["seq_len"],
+        vocab_size=settings["vocab_size"],
+        min_freq=settings["min_freq"],
+        max_train=settings["max_train"],
+        seed=settings["subset_seed"],
+    )
     rng = np.random.default_rng(settings["subset_seed"])
     y = t.y_test.numpy()
     half = settings["eval_subset"] // 2
-    subset = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), half, replace=False) for c in (0, 1)]))
-    torch.save({"x_train": t.x_train, "y_train": t.y_train, "x_test": t.x_test, "y_test": t.y_test,
-                "subset": torch.from_numpy(subset), "vocab_entries": len(t.vocab)}, path)
+    subset = np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), half, replace=False) for c in (0, 1)]
+        )
+    )
+    torch.save(
+        {
+            "x_train": t.x_train,
+            "y_train": t.y_train,
+            "x_test": t.x_test,
+            "y_test": t.y_test,
+            "subset": torch.from_numpy(subset),
+            "vocab_entries": len(t.vocab),
+        },
+        path,
+    )
 
 
 def run_job(job: dict, settings: dict, data_path: Path, out_path: Path) -> dict:
@@ -90,33 +147,72 @@ def run_job(job: dict, settings: dict, data_path: Path, out_path: Path) -> dict:
     minibatch.evaluate = timed_evaluate
     lib.set_seed(job["seed"])
     model = TransformerClassifier(
-        vocab_size=d["vocab_entries"], max_len=settings["seq_len"], D=settings["D"], H=settings["H"],
-        mlp_dim=settings["mlp_dim"], num_layers=settings["num_layers"], kernel=job["kernel"],
-        gamma=settings["gamma"], dropout=settings["dropout"], pooling=settings["pooling"], seed=job["seed"])
+        vocab_size=d["vocab_entries"],
+        max_len=settings["seq_len"],
+        D=settings["D"],
+        H=settings["H"],
+        mlp_dim=settings["mlp_dim"],
+        num_layers=settings["num_layers"],
+        kernel=job["kernel"],
+        gamma=settings["gamma"],
+        dropout=settings["dropout"],
+        pooling=settings["pooling"],
+        seed=job["seed"],
+    )
     sub = d["subset"]
     config = minibatch.MinibatchConfig(
-        optimizer=settings["optimizer"], lr=job["lr"], momentum=settings["momentum"],
-        batch_size=settings["batch_size"], steps=settings["steps"], eval_every=settings["eval_every"],
-        eval_batch_size=settings["eval_batch_size"], seed=job["seed"])
+        optimizer=settings["optimizer"],
+        lr=job["lr"],
+        momentum=settings["momentum"],
+        batch_size=settings["batch_size"],
+        steps=settings["steps"],
+        eval_every=settings["eval_every"],
+        eval_batch_size=settings["eval_batch_size"],
+        seed=job["seed"],
+    )
     start = time.perf_counter()
 
-    def report(state: minibatch.EvalState) -> None:  # a progress line per evaluation, to the log
-        print(f"  {job_name(job)} step {state.step}/{settings['steps']}: subset test acc "
-              f"{state.test_acc:.3f}, {time.perf_counter() - start:.0f} s", flush=True)
+    def report(
+        state: minibatch.EvalState,
+    ) -> None:  # a progress line per evaluation, to the log
+        print(
+            f"  {job_name(job)} step {state.step}/{settings['steps']}: subset test acc "
+            f"{state.test_acc:.3f}, {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
 
-    hist = minibatch.train_classifier(model, (d["x_train"], d["y_train"]), (d["x_test"][sub], d["y_test"][sub]),
-                                      config, callbacks=[report])
+    hist = minibatch.train_classifier(
+        model,
+        (d["x_train"], d["y_train"]),
+        (d["x_test"][sub], d["y_test"][sub]),
+        config,
+        callbacks=[report],
+    )
     t_full = time.perf_counter()
-    full_loss, full_acc = plain_evaluate(model, d["x_test"], d["y_test"], batch_size=settings["eval_batch_size"])
+    full_loss, full_acc = plain_evaluate(
+        model, d["x_test"], d["y_test"], batch_size=settings["eval_batch_size"]
+    )
     full_seconds = time.perf_counter() - t_full
     block = settings["loss_block"]
-    losses = np.array(hist.train_loss[: len(hist.train_loss) // block * block]).reshape(-1, block)
-    result = dict(job, status=hist.status, eval_steps=hist.eval_steps, test_acc=hist.test_acc,
-                  test_loss=hist.test_loss, full_test_acc=full_acc, full_test_loss=full_loss,
-                  train_loss_blocks=losses.mean(1).tolist(), steps_run=hist.steps_run,
-                  train_seconds=hist.seconds - eval_seconds[0], subset_eval_seconds=eval_seconds[0],
-                  full_eval_seconds=full_seconds, wall_seconds=time.perf_counter() - start,
-                  hardware=hardware_info())
+    losses = np.array(hist.train_loss[: len(hist.train_loss) // block * block]).reshape(
+        -1, block
+    )
+    result = dict(
+        job,
+        status=hist.status,
+        eval_steps=hist.eval_steps,
+        test_acc=hist.test_acc,
+        test_loss=hist.test_loss,
+        full_test_acc=full_acc,
+        full_test_loss=full_loss,
+        train_loss_blocks=losses.mean(1).tolist(),
+        steps_run=hist.steps_run,
+        train_seconds=hist.seconds - eval_seconds[0],
+        subset_eval_seconds=eval_seconds[0],
+        full_eval_seconds=full_seconds,
+        wall_seconds=time.perf_counter() - start,
+        hardware=hardware_info(),
+    )
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result) + "\n")
     tmp.replace(out_path)
@@ -128,10 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke test, written to _build only")
-    parser.add_argument("--collect", action="store_true",
-                        help="run nothing; record the finished jobs (the main comparison must be complete)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes (one thread each)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke test, written to _build only"
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help=(
+            "run nothing; record the finished jobs (the main comparison must be"
+            " complete)"
+        ),
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else SETTINGS
     root = repository_root() or Path(__file__).resolve().parents[1]
@@ -147,20 +253,32 @@ def main(argv: list[str] | None = None) -> int:
     pending = [j for j in todo if not (work / f"{job_name(j)}.json").exists()]
     if args.collect:
         if any(j in pending for j in todo[:n_main]):
-            raise SystemExit("the main comparison is not complete; run without --collect first")
+            raise SystemExit(
+                "the main comparison is not complete; run without --collect first"
+            )
         todo, pending = [j for j in todo if j not in pending], []
-    print(f"{len(todo)} jobs, {len(todo) - len(pending)} already done, {len(pending)} to run "
-          f"on {args.workers} worker(s)", flush=True)
+    print(
+        f"{len(todo)} jobs, {len(todo) - len(pending)} already done, {len(pending)} to"
+        f" run on {args.workers} worker(s)",
+        flush=True,
+    )
     start = time.perf_counter()
-    tasks = (delayed(run_job)(j, settings, data_path, work / f"{job_name(j)}.json") for j in pending)
+    tasks = (
+        delayed(run_job)(j, settings, data_path, work / f"{job_name(j)}.json")
+        for j in pending
+    )
     results = Parallel(n_jobs=args.workers, return_as="generator_unordered")(tasks)
     for r in tqdm(results, total=len(pending), desc="jobs", file=sys.stdout):
-        tqdm.write(f"{job_name(r)}: full test acc {r['full_test_acc']:.4f}, {r['wall_seconds']:.0f} s")
+        tqdm.write(
+            f"{job_name(r)}: full test acc {r['full_test_acc']:.4f},"
+            f" {r['wall_seconds']:.0f} s"
+        )
     session = time.perf_counter() - start
     done = [json.loads((work / f"{job_name(j)}.json").read_text()) for j in todo]
     log = work / "sessions.json"
     sessions = (json.loads(log.read_text()) if log.exists() else []) + [
-        {"jobs_run": len(pending), "wall_seconds": session}]
+        {"jobs_run": len(pending), "wall_seconds": session}
+    ]
     log.write_text(json.dumps(sessions) + "\n")
     if args.quick:
         print(f"quick run done in {session:.0f} s (not recorded)")
@@ -168,10 +286,20 @@ def main(argv: list[str] | None = None) -> int:
     d = torch.load(data_path)
     hw = done[0]["hardware"]
     hw.update(workers=args.workers, threads_per_worker=1)
-    path = save_record(NAME, {"jobs": done, "sessions": sessions, "n_train": len(d["y_train"]),
-                              "n_test": len(d["y_test"]), "vocab_entries": d["vocab_entries"],
-                              "complete": len(todo) == len(jobs(settings))},
-                       settings=settings, wall_seconds=sum(s["wall_seconds"] for s in sessions), hardware=hw)
+    path = save_record(
+        NAME,
+        {
+            "jobs": done,
+            "sessions": sessions,
+            "n_train": len(d["y_train"]),
+            "n_test": len(d["y_test"]),
+            "vocab_entries": d["vocab_entries"],
+            "complete": len(todo) == len(jobs(settings)),
+        },
+        settings=settings,
+        wall_seconds=sum(s["wall_seconds"] for s in sessions),
+        hardware=hw,
+    )
     print(f"written {path}")
     return 0
 

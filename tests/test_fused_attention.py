@@ -1,4 +1,5 @@
 """lib.fused_attention against the plain reference (lib.attention.attention_matrix), float64."""
+
 import pytest
 import torch
 
@@ -11,7 +12,10 @@ TOL = 1e-12
 
 def _inputs(seed, B=3, H=2, n=7, d=5, dv=5, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
-    Q, K, V = (scale * torch.randn(B, H, n, m, generator=gen, dtype=torch.float64) for m in (d, d, dv))
+    Q, K, V = (
+        scale * torch.randn(B, H, n, m, generator=gen, dtype=torch.float64)
+        for m in (d, d, dv)
+    )
     return Q.requires_grad_(), K.requires_grad_(), V.requires_grad_()
 
 
@@ -35,7 +39,9 @@ def test_matches_reference_values_and_gradients(kernel, mask_name, dv):
     out = fused_attention(Q, K, V, kernel, key_mask=mask)
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, rtol=0, atol=TOL)
-    w = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = torch.randn(
+        ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     g_ref = torch.autograd.grad((ref * w).sum(), (Q, K, V))
     g_out = torch.autograd.grad((out * w).sum(), (Q, K, V))
     for a, b in zip(g_ref, g_out):
@@ -73,8 +79,9 @@ def test_classifier_fused_equals_plain(kernel):
     y = torch.tensor([0, 1, 1, 0])
     grads, logits = [], []
     for fused in (True, False):
-        model = TransformerClassifier(vocab_size=50, max_len=12, D=8, H=2, mlp_dim=16, kernel=kernel,
-                                      seed=0).double()
+        model = TransformerClassifier(
+            vocab_size=50, max_len=12, D=8, H=2, mlp_dim=16, kernel=kernel, seed=0
+        ).double()
         model.fused = fused
         out = model(x)
         torch.nn.functional.cross_entropy(out, y).backward()
@@ -94,7 +101,9 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="key_mask"):
         fused_attention(Q, K, V, "softmax", key_mask=torch.ones(3, 1, 7))
     with pytest.raises(ValueError, match="key_mask"):
-        fused_attention(Q, K, V, "softmax", key_mask=torch.ones(3, 1, 6, dtype=torch.bool))
+        fused_attention(
+            Q, K, V, "softmax", key_mask=torch.ones(3, 1, 6, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match="gamma"):
         fused_attention(Q, K, V, "gaussian", gamma=-1.0)
 
@@ -106,8 +115,9 @@ def test_hessian_vector_products_fall_back_to_the_plain_kernels():
     x = torch.randint(2, 30, (3, 6), generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 1])
     # float32: the dtype for which PyTorch picks its fused CPU kernel
-    model = TransformerClassifier(vocab_size=30, max_len=6, D=8, H=2, mlp_dim=8, kernel="gaussian",
-                                  seed=0)
+    model = TransformerClassifier(
+        vocab_size=30, max_len=6, D=8, H=2, mlp_dim=8, kernel="gaussian", seed=0
+    )
     names = ["blocks.0.attn.W_Q.weight"]
     v = torch.randn(64, generator=torch.Generator().manual_seed(1))
     Hv = hvp(model, x, y, names, v, loss_fn=torch.nn.functional.cross_entropy)

@@ -1,4 +1,5 @@
 """lib.landscape_study on a tiny task: record layout, slice centre = loss, plots, tables, HVP check."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,12 +11,27 @@ import torch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.landscape import roughness  # noqa: E402
 from lib.landscape_study import (  # noqa: E402
-    MEASURES, comparison_table, describe, hvp_relative_error, jsonable, landscape_study, measure_values, medians,
-    plot_measures, plot_slices,
+    MEASURES,
+    comparison_table,
+    describe,
+    hvp_relative_error,
+    jsonable,
+    landscape_study,
+    measure_values,
+    medians,
+    plot_measures,
+    plot_slices,
 )
 
-CFG = dict(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=8, stage1_steps=4, stage2_steps=2,
-           eval_examples=8)
+CFG = dict(
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    batch_size=8,
+    stage1_steps=4,
+    stage2_steps=2,
+    eval_examples=8,
+)
 LAND = dict(grid=5, span=0.5, direction_seeds=[0, 1], lanczos_iters=6)
 
 
@@ -27,7 +43,9 @@ def _task():
 
 
 def make_model(seed):
-    return TransformerClassifier(vocab_size=20, max_len=6, D=8, H=2, mlp_dim=8, seed=seed)
+    return TransformerClassifier(
+        vocab_size=20, max_len=6, D=8, H=2, mlp_dim=8, seed=seed
+    )
 
 
 def test_study_record_and_views():
@@ -48,14 +66,24 @@ def test_study_record_and_views():
     inner = medians({"toy": rec}, view=lambda Z: Z[1:-1, 1:-1])
     grid = np.asarray(rec["kernels"]["gaussian"]["Z"][0])[1:-1, 1:-1]
     assert inner["toy", "laplacian"][1] == np.median(
-        [roughness(np.asarray(Z)[1:-1, 1:-1])["laplacian"] for Z in rec["kernels"]["gaussian"]["Z"]])
+        [
+            roughness(np.asarray(Z)[1:-1, 1:-1])["laplacian"]
+            for Z in rec["kernels"]["gaussian"]["Z"]
+        ]
+    )
     assert grid.shape == (3, 3)
     table = comparison_table({"toy": rec}, {"toy": "Toy task"})
     assert len(table.rows) == 7 and table.header[1] == "Toy, Softmax"
     text = describe(rec).splitlines()
     assert len(text) == 3 and text[0].startswith("test accuracy after stage 1")
-    assert jsonable({"a": np.zeros(2), "b": np.float64(1.5)}) == {"a": [0.0, 0.0], "b": 1.5}
-    for fig in (plot_slices(rec, "t"), plot_measures({"toy": rec}, "t", {"toy": "Toy task"})):
+    assert jsonable({"a": np.zeros(2), "b": np.float64(1.5)}) == {
+        "a": [0.0, 0.0],
+        "b": 1.5,
+    }
+    for fig in (
+        plot_slices(rec, "t"),
+        plot_measures({"toy": rec}, "t", {"toy": "Toy task"}),
+    ):
         assert fig.axes
         plt.close(fig)
 
@@ -66,4 +94,6 @@ def test_hvp_matches_finite_differences():
     assert hvp_relative_error(model, train[0][:8], train[1][:8], eps=1e-4) < 1e-5
     before = [p.detach().clone() for p in model.parameters()]
     hvp_relative_error(model, train[0][:8], train[1][:8])
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # weights restored
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters())
+    )  # weights restored

@@ -1,4 +1,5 @@
 """lib.pathfinder_checks on small generated sets: solver exact, shortcuts at chance, shapes."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,8 +10,12 @@ import pytest  # noqa: E402
 
 from lib.pathfinder import make_pathfinder  # noqa: E402
 from lib.pathfinder_checks import (  # noqa: E402
-    flood_fill_labels, marked_path_ink, marker_is_square, show_pathfinder_images,
-    threshold_accuracy, window_ink,
+    flood_fill_labels,
+    marked_path_ink,
+    marker_is_square,
+    show_pathfinder_images,
+    threshold_accuracy,
+    window_ink,
 )
 
 
@@ -32,7 +37,11 @@ def test_solver_and_statistics(data):
     assert (flood_fill_labels(data) == data.labels).all()
     assert marker_is_square(data)
     per_marker, unmarked = marked_path_ink(data)
-    assert per_marker.shape == (200, 2) and unmarked.shape == (200,) and (per_marker > 0).all()
+    assert (
+        per_marker.shape == (200, 2)
+        and unmarked.shape == (200,)
+        and (per_marker > 0).all()
+    )
     ink = window_ink(data, w=1)
     assert ink.shape == (200,) and np.all(ink >= 18)  # two lit 3x3 squares at least
     with pytest.raises(ValueError, match="w must"):

@@ -1,4 +1,5 @@
 """lib.records: locate, save (settings, hardware, wall time, date) and load with a settings check."""
+
 import json
 
 import pytest
@@ -19,10 +20,18 @@ def test_default_directory(monkeypatch):
 
 def test_round_trip(tmp_records):
     settings = {"lr": 0.01, "seeds": (0, 1), "gamma": None}
-    path = records.save_record("demo", {"runs": [1, 2]}, settings=settings, wall_seconds=12.5)
+    path = records.save_record(
+        "demo", {"runs": [1, 2]}, settings=settings, wall_seconds=12.5
+    )
     assert path == tmp_records / "demo.json" and not list(tmp_records.glob("*.tmp"))
-    rec = records.load_record("demo", settings=settings)  # tuples compare as the lists JSON stores
-    assert rec["runs"] == [1, 2] and rec["wall_seconds"] == 12.5 and rec["settings"]["seeds"] == [0, 1]
+    rec = records.load_record(
+        "demo", settings=settings
+    )  # tuples compare as the lists JSON stores
+    assert (
+        rec["runs"] == [1, 2]
+        and rec["wall_seconds"] == 12.5
+        and rec["settings"]["seeds"] == [0, 1]
+    )
     hw = rec["hardware"]
     assert {"processor", "logical_cpus", "torch", "torch_threads", "device"} <= set(hw)
     assert rec["recorded_utc"].endswith("+00:00")
@@ -48,11 +57,28 @@ def test_bad_arguments(tmp_records):
 
 
 def test_run_curves():
-    record = {"settings": {"steps": 20, "eval_every": 10, "seeds": [0, 1]}, "eval_steps": [0, 10, 20],
-              "runs": {k: [{"seed": s, "status": "max_steps", "test_acc": [0.5, 0.6, 0.7],
-                            "test_loss": [0.7, 0.6, 0.5]} for s in (0, 1)] for k in ("a", "b")}}
+    record = {
+        "settings": {"steps": 20, "eval_every": 10, "seeds": [0, 1]},
+        "eval_steps": [0, 10, 20],
+        "runs": {
+            k: [
+                {
+                    "seed": s,
+                    "status": "max_steps",
+                    "test_acc": [0.5, 0.6, 0.7],
+                    "test_loss": [0.7, 0.6, 0.5],
+                }
+                for s in (0, 1)
+            ]
+            for k in ("a", "b")
+        },
+    }
     steps, acc, loss = records.run_curves(record, ["a", "b"])
-    assert steps.tolist() == [0, 10, 20] and acc["a"].shape == (2, 3) and loss["b"][1, 2] == 0.5
+    assert (
+        steps.tolist() == [0, 10, 20]
+        and acc["a"].shape == (2, 3)
+        and loss["b"][1, 2] == 0.5
+    )
     record["runs"]["b"][1]["status"] = "diverged"
     with pytest.raises(ValueError, match=r"b: seeds \[1\]"):
         records.run_curves(record, ["a", "b"])

@@ -1,11 +1,17 @@
 """lib.seed_stats: t intervals, paired differences and steps to a threshold, against direct formulas."""
+
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from lib.seed_stats import format_interval, mean_interval, paired_difference, steps_to_reach
+from lib.seed_stats import (
+    format_interval,
+    mean_interval,
+    paired_difference,
+    steps_to_reach,
+)
 
 
 def test_mean_interval_matches_scipy():
@@ -14,9 +20,15 @@ def test_mean_interval_matches_scipy():
     mean, lo, hi = mean_interval(a, 0.9)
     for j in range(3):
         ref = stats.t.interval(0.9, 4, loc=a[:, j].mean(), scale=stats.sem(a[:, j]))
-        assert np.allclose([lo[j], hi[j]], ref, rtol=1e-12) and math.isclose(mean[j], a[:, j].mean())
+        assert np.allclose([lo[j], hi[j]], ref, rtol=1e-12) and math.isclose(
+            mean[j], a[:, j].mean()
+        )
     m1, l1, h1 = mean_interval([[0.3, 0.4]])
-    assert np.all(np.isneginf(l1)) and np.all(np.isposinf(h1)) and np.allclose(m1, [0.3, 0.4])
+    assert (
+        np.all(np.isneginf(l1))
+        and np.all(np.isposinf(h1))
+        and np.allclose(m1, [0.3, 0.4])
+    )
 
 
 def test_paired_difference():
@@ -62,7 +74,10 @@ def test_compare_kernels():
 
     rng = np.random.default_rng(1)
     soft = 0.7 + 0.01 * rng.normal(size=(4, 5))
-    acc = {"softmax": soft, "gaussian": soft + 0.05}   # Gaussian better at every step and seed
+    acc = {
+        "softmax": soft,
+        "gaussian": soft + 0.05,
+    }  # Gaussian better at every step and seed
     loss = {"softmax": 1 - soft, "gaussian": 1 - soft}  # identical losses
     table, diffs, verdicts = compare_kernels(acc, loss)
     assert verdicts["final test accuracy"] == "Gaussian better"
@@ -71,7 +86,9 @@ def test_compare_kernels():
     assert np.allclose(diffs["final test accuracy"].per_seed, 0.05)
     assert len(table.rows) == 4 and table.rows[0][2] == "4 of 4"
     worse = {"softmax": soft, "gaussian": soft - 0.05}
-    _, _, v = compare_kernels(worse, loss, final_acc={"softmax": soft[:, 2], "gaussian": soft[:, 2] - 0.1})
+    _, _, v = compare_kernels(
+        worse, loss, final_acc={"softmax": soft[:, 2], "gaussian": soft[:, 2] - 0.1}
+    )
     assert v["final test accuracy"] == "Softmax better"
 
 

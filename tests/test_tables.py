@@ -1,4 +1,5 @@
 """lib.tables.Table: HTML, text and Markdown renderings; bad shapes rejected."""
+
 import pytest
 
 from lib.tables import Table, fmt_cell
@@ -25,5 +26,11 @@ def test_bad_shapes():
 
 
 def test_fmt_cell():
-    assert fmt_cell(None) == "none" and fmt_cell([]) == "none" and fmt_cell(True) == "True"
-    assert fmt_cell(20000) == "20,000" and fmt_cell([0, 1, 2]) == "0, 1, 2" and fmt_cell(0.01) == "0.01"
+    assert (
+        fmt_cell(None) == "none" and fmt_cell([]) == "none" and fmt_cell(True) == "True"
+    )
+    assert (
+        fmt_cell(20000) == "20,000"
+        and fmt_cell([0, 1, 2]) == "0, 1, 2"
+        and fmt_cell(0.01) == "0.01"
+    )
