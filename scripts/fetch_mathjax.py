@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "3.2.2"
 #: The npm registry's ``dist.integrity`` of mathjax@3.2.2.
-SHA512 = ("Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==")
+SHA512 = ("Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/"
+          "O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==")
 ENTRY = "tex-mml-chtml.js"
 #: Parts of ``package/es5/`` a page can load: the entry point, TeX extensions (autoloaded),
 #: CHTML fonts, the menu and its accessibility components (on demand).
