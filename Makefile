@@ -6,6 +6,8 @@
 #               (scripts/build_book.py: no second execution, any warning fails)
 #   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
+#   make student  the course edition in _build/student/: student notebooks, solution-free HTML,
+#               otter-grader autograders, instructor notebooks (scripts/course_edition.py)
 #   make lock   regenerate constraints.txt from .venv
 #   make clean  remove build products (keeps .venv); make distclean also removes .venv
 #
@@ -35,7 +37,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # A non-inline backend (e.g. MPLBACKEND=Agg) would keep the kernels from producing figures.
 unexport MPLBACKEND
 
-.PHONY: book test bench strip lock clean distclean install
+.PHONY: book test bench strip lock clean distclean install student
 
 install: $(STAMP)
 
@@ -60,6 +62,9 @@ book: $(STAMP)
 test: $(STAMP)
 	GDT_CACHE=off $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python scripts/build_book.py
+
+student: $(STAMP)
+	$(BIN)/python scripts/course_edition.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/batched_vs_loop.py
