@@ -218,3 +218,72 @@ def structure_problems(path: str | Path) -> list[str]:
     if expected is not None:
         problems.append(f"{Path(path).name}: the last exercise ends before its {expected} cell")
     return problems
+
+
+def lib_names(path: str | Path, exercise: Exercise) -> list[str]:
+    """The ``lib`` functions and classes an exercise's answer and check cells use, as
+    ``"lib.module.name"``, resolved through the notebook's ``from lib... import`` lines."""
+    nb = nbformat.read(path, as_version=4)
+    imported: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    used = set()
+    for i in exercise.cells[1:3]:
+        tree = ast.parse(nb.cells[i].source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in imported:
+                used.add(imported[node.id])
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "lib"):
+                used.add(f"lib.{node.attr}")
+    return sorted(n for n in used if not n.rsplit(".", 1)[-1].isupper())  # no constants
+
+
+def notebook_seconds(root: str | Path) -> dict[str, float]:
+    """Wall-clock seconds of each notebook's last test run (``_build/executed/timings-*.json``,
+    written by the book's conftest.py), by path relative to ``root``; empty if none ran."""
+    import json
+    latest: dict[str, dict] = {}
+    for path in sorted(Path(root).glob("_build/executed/timings-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, rec in data.items():
+            if rec.get("finished", "") >= latest.get(name, {}).get("finished", ""):
+                latest[name] = rec
+    return {name: rec["seconds"] for name, rec in latest.items() if "seconds" in rec}
+
+
+def exercise_table(root: str | Path) -> str:
+    """A markdown table of every exercise of the chapters listed in ``root/_toc.yml``: chapter,
+    number and title, kind, estimated minutes, points, the ``lib`` names it uses, and the
+    chapter notebook's run time in the last test run."""
+    import yaml
+    root = Path(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", [])
+                             for c in part.get("chapters", [])]
+    seconds = notebook_seconds(root)
+    rows = ["| Chapter | Exercise | Kind | Minutes | Points | `lib` used | Chapter run time |",
+            "|---|---|---|---:|---:|---|---:|"]
+    for name in files:
+        path = root / f"{name}.ipynb"
+        if not path.is_file() or not Path(name).name[:2].isdigit():
+            continue
+        run = seconds.get(f"{name}.ipynb")
+        run_text = f"{run:.0f} s" if run is not None else "not run yet"
+        for ex in read_exercises(path):
+            names = ", ".join(f"`{n[4:]}`" for n in lib_names(path, ex)) or "none"
+            rows.append(f"| {Path(name).name} | {ex.number} {ex.title} | {ex.kind} | "
+                        f"{ex.minutes} | {ex.points} | {names} | {run_text} |")
+    return "\n".join(rows)
