@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -145,8 +146,13 @@ def master_notebook(path: Path, name: str) -> nbformat.NotebookNode:
 def build_wheel(dest: Path) -> Path:
     """A wheel of the library (``lib`` only) in ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest),
-                    str(ROOT)], check=True)
+    with tempfile.TemporaryDirectory() as tmp:  # build from a copy: no build/ in the checkout
+        for name in ("pyproject.toml", "LICENSE"):
+            shutil.copy2(ROOT / name, Path(tmp) / name)
+        shutil.copytree(ROOT / "lib", Path(tmp) / "lib",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                        str(dest), tmp], check=True)
     [wheel] = sorted(dest.glob("gd_transformers_book-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         extra = [n for n in zf.namelist() if not n.startswith(("lib/", "gd_transformers_book-"))]
