@@ -264,26 +264,39 @@ def notebook_seconds(root: str | Path) -> dict[str, float]:
     return {name: rec["seconds"] for name, rec in latest.items() if "seconds" in rec}
 
 
-def exercise_table(root: str | Path) -> str:
-    """A markdown table of every exercise of the chapters listed in ``root/_toc.yml``: chapter,
-    number and title, kind, estimated minutes, points, the ``lib`` names it uses, and the
-    chapter notebook's run time in the last test run."""
+def exercise_rows(root: str | Path) -> list[dict]:
+    """One row per exercise of the chapters listed in ``root/_toc.yml``: chapter, exercise
+    (number and title), kind, estimated minutes, points, the ``lib`` names it uses, and the
+    chapter notebook's run time (s) in the last test run (None if it has not run)."""
     import yaml
     root = Path(root)
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     files = [toc["root"]] + [c["file"] for part in toc.get("parts", [])
                              for c in part.get("chapters", [])]
     seconds = notebook_seconds(root)
-    rows = ["| Chapter | Exercise | Kind | Minutes | Points | `lib` used | Chapter run time |",
-            "|---|---|---|---:|---:|---|---:|"]
+    rows = []
     for name in files:
         path = root / f"{name}.ipynb"
         if not path.is_file() or not Path(name).name[:2].isdigit():
             continue
-        run = seconds.get(f"{name}.ipynb")
-        run_text = f"{run:.0f} s" if run is not None else "not run yet"
         for ex in read_exercises(path):
-            names = ", ".join(f"`{n[4:]}`" for n in lib_names(path, ex)) or "none"
-            rows.append(f"| {Path(name).name} | {ex.number} {ex.title} | {ex.kind} | "
-                        f"{ex.minutes} | {ex.points} | {names} | {run_text} |")
-    return "\n".join(rows)
+            rows.append({"chapter": Path(name).name, "exercise": f"{ex.number} {ex.title}",
+                         "kind": ex.kind, "minutes": ex.minutes, "points": ex.points,
+                         "lib": [n[4:] for n in lib_names(path, ex)],
+                         "seconds": seconds.get(f"{name}.ipynb")})
+    return rows
+
+
+def exercise_table(root: str | Path) -> str:
+    """:func:`exercise_rows` as an HTML table (math in titles as MathJax ``\\(...\\)``)."""
+    import html
+    head = ["Chapter", "Exercise", "Kind", "Minutes", "Points", "lib used", "Chapter run time"]
+    out = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+           "<tbody>"]
+    for r in exercise_rows(root):
+        title = re.sub(r"\$([^$]+)\$", r"\\(\1\\)", html.escape(r["exercise"]))
+        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in r["lib"]) or "none"
+        run = f"{r['seconds']:.0f} s" if r["seconds"] is not None else "not run yet"
+        cells = [r["chapter"], title, r["kind"], r["minutes"], r["points"], names, run]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(out + ["</tbody>", "</table>"])

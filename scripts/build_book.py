@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     leaks = answer_leaks(root / "_build" / "html", root)
     for line in leaks:
         print(f"build_book: error: {line}", file=sys.stderr)
+    if not leaks:
+        print("build_book: no answer is visible without a click (scripts/check_html.py)")
     return 1 if leaks else 0
 
 

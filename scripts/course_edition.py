@@ -304,6 +304,9 @@ def main(argv=None) -> int:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         solution.metadata["otter"] = {"assignment_name": path.stem}
+        for cell in solution.cells:  # otter run checks each exercise right after its check
+            if cell.metadata.get("exercise", {}).get("role") == "check":
+                cell.metadata["otter"] = {"tests": [cell.metadata["exercise"]["label"]]}
         nbformat.write(solution, out / "instructor" / path.name)
         master = out / "master" / path.name
         nbformat.write(master_notebook(path, path.stem), master)
