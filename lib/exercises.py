@@ -265,25 +265,18 @@ def notebook_seconds(root: str | Path) -> dict[str, float]:
 
 
 def exercise_rows(root: str | Path) -> list[dict]:
-    """One row per exercise of the chapters listed in ``root/_toc.yml``: chapter, exercise
-    (number and title), kind, estimated minutes, points, the ``lib`` names it uses, and the
-    chapter notebook's run time (s) in the last test run (None if it has not run)."""
-    import yaml
+    """One row per exercise of the chapters ``root/chapters/NN_*.ipynb``, in chapter order:
+    chapter, exercise (number and title), kind, estimated minutes, points, the ``lib`` names it
+    uses, and the chapter notebook's run time (s) in the last test run (None if not run)."""
     root = Path(root)
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]] + [c["file"] for part in toc.get("parts", [])
-                             for c in part.get("chapters", [])]
     seconds = notebook_seconds(root)
     rows = []
-    for name in files:
-        path = root / f"{name}.ipynb"
-        if not path.is_file() or not Path(name).name[:2].isdigit():
-            continue
+    for path in sorted((root / "chapters").glob("[0-9][0-9]_*.ipynb")):
         for ex in read_exercises(path):
-            rows.append({"chapter": Path(name).name, "exercise": f"{ex.number} {ex.title}",
+            rows.append({"chapter": path.stem, "exercise": f"{ex.number} {ex.title}",
                          "kind": ex.kind, "minutes": ex.minutes, "points": ex.points,
                          "lib": [n[4:] for n in lib_names(path, ex)],
-                         "seconds": seconds.get(f"{name}.ipynb")})
+                         "seconds": seconds.get(f"chapters/{path.name}")})
     return rows
 
 

@@ -100,14 +100,14 @@ def test_lib_names_and_the_instructor_table(tmp_path):
     cells = _exercise_cells()
     cells[1].source = "x = 1\n# BEGIN SOLUTION\ny = foo(2) + lib.set_seed(0) + CONST\n# END SOLUTION"
     imports = nbformat.v4.new_code_cell("import lib\nfrom lib.mod import foo, CONST, unused")
-    path = _write(tmp_path, [imports, *cells], name="03_x.ipynb")
+    (tmp_path / "chapters").mkdir()
+    path = _write(tmp_path / "chapters", [imports, *cells], name="03_x.ipynb")
     [ex] = read_exercises(path)
     assert lib_names(path, ex) == ["lib.mod.foo", "lib.set_seed"]         # no constants
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: 03_x\n")
     (tmp_path / "_build" / "executed").mkdir(parents=True)
-    (tmp_path / "_build" / "executed" / "timings-main.json").write_text(
-        json.dumps({"03_x.ipynb": {"seconds": 12.3, "finished": "2026-01-01T00:00:00"}}))
-    assert notebook_seconds(tmp_path) == {"03_x.ipynb": 12.3}
+    (tmp_path / "_build" / "executed" / "timings-main.json").write_text(json.dumps(
+        {"chapters/03_x.ipynb": {"seconds": 12.3, "finished": "2026-01-01T00:00:00"}}))
+    assert notebook_seconds(tmp_path) == {"chapters/03_x.ipynb": 12.3}
     [row] = exercise_rows(tmp_path)
     assert row == {"chapter": "03_x", "exercise": "0.1 T", "kind": "code", "minutes": 5,
                    "points": 1, "lib": ["mod.foo", "set_seed"], "seconds": 12.3}
