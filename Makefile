@@ -14,6 +14,8 @@
 #   GDT_DATA_DIR    directory with the IMDb data (imdb.csv.gz); never set here
 #   PYTEST_ARGS     extra pytest arguments, e.g. make test PYTEST_ARGS="-n 0 -x"
 #   PYTHON          interpreter used to create .venv (default: python3.11, else python3)
+#   TORCH=cuda      install PyTorch's default (CUDA) build from the package index instead of
+#                   the CPU build (the default: no nvidia-* packages, a much smaller .venv)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -24,6 +26,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+TORCH ?= cpu
+# PyTorch's CPU wheels: used only when pip has no local torch==2.13.0 wheel (find-links).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 export OMP_NUM_THREADS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -37,7 +42,14 @@ install: $(STAMP)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# CPU torch first (TORCH=cpu): a local wheel if pip's find-links has one (no network), else
+# PyTorch's CPU index. The second install then finds torch satisfied: no nvidia-* packages.
 $(STAMP): requirements.txt constraints.txt pyproject.toml | $(BIN)/python
+	if [ "$(TORCH)" = cpu ]; then \
+	  $(BIN)/python -m pip install -q --no-index --no-deps -c constraints.txt torch 2>/dev/null \
+	  || $(BIN)/python -m pip install --no-deps --index-url $(TORCH_CPU_INDEX) \
+	       -c constraints.txt torch; \
+	fi
 	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt -e .
 	touch $@
 

@@ -41,7 +41,15 @@ from .model import WEIGHT_NAMES, AttentionLayer
 from .trainer import GDConfig, History, TrainingError, progress_bar
 from .validation import check_choice, check_positive_float, check_positive_int, check_tensor
 
-__all__ = ["BatchedAttentionLayer", "BatchedStepState", "BatchedHistory", "train_batched", "IMPLEMENTATIONS"]
+__all__ = [
+    "BatchedAttentionLayer",
+    "BatchedStepState",
+    "BatchedHistory",
+    "train_batched",
+    "per_model_loss",
+    "squared_losses",
+    "IMPLEMENTATIONS",
+]
 
 #: How ``BatchedAttentionLayer`` evaluates the attention of all models (``impl`` argument).
 IMPLEMENTATIONS = {
@@ -530,6 +538,26 @@ def _check_data(model: BatchedAttentionLayer, X: torch.Tensor, Y: torch.Tensor) 
         )
 
 
+def squared_losses(prediction: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """(M,) losses 1/(2N) sum_i ||prediction_m,i - Y_m,i||_F^2.
+
+    prediction: (M, N, n, d_out); Y: (M, N, n, d_out) or (N, n, d_out) shared by all models.
+    """
+    return 0.5 * ((prediction - Y) ** 2).sum(dim=(1, 2, 3)) / prediction.shape[1]
+
+
+def per_model_loss(model: BatchedAttentionLayer, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """(M,) losses f_m = 1/(2N) sum_i ||MH_m(X_m,i) - Y_m,i||_F^2 of a batched model.
+
+    X: (N, n, D) shared or (M, N, n, D); Y: (N, n, d_out) shared or (M, N, n, d_out). Entry m
+    equals ``lib.model.squared_loss(model.layer(m)(X_m), Y_m)``; differentiable.
+    """
+    if not isinstance(model, BatchedAttentionLayer):
+        raise TypeError(f"model must be a BatchedAttentionLayer, got {type(model).__name__}")
+    _check_data(model, X, Y)
+    return squared_losses(model(X), Y)
+
+
 def _as_row(value: object, M: int, key: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu", torch.float64).numpy()
@@ -633,7 +661,7 @@ def train_batched(
                 prediction = evaluate()
                 if Y_like is None:  # Y in the memory layout of the predictions (faster elementwise ops)
                     Y_like = torch.empty_like(prediction).copy_(Yb.expand(prediction.shape))
-                per_model = 0.5 * ((prediction - Y_like) ** 2).sum(dim=(1, 2, 3)) / N  # (M,)
+                per_model = squared_losses(prediction, Y_like)  # (M,)
                 total = per_model.sum() if all_active else torch.where(active_t, per_model, zero).sum()
                 grads = torch.autograd.grad(total, params)
             flat = [g.reshape(M, -1) for g in grads]

@@ -9,7 +9,11 @@ given); the other weights stay fixed at their current values. Then
 * ``extreme_eigenvalues``: the largest and smallest eigenvalues by the Lanczos method with full
   reorthogonalisation, using only Hessian-vector products (for models too large for ``full_hessian``);
 * ``hessian_spectrum`` / ``curvature_summary``: the whole spectrum and a short description of it
-  (largest, smallest, how many directions of negative or zero curvature).
+  (largest, smallest, how many directions of negative or zero curvature);
+* ``batched_hessians``: the (M, P, P) Hessians of every model of a
+  ``lib.batched.BatchedAttentionLayer`` at once (the summed loss has a block-diagonal Hessian);
+* ``top_eigenvalue`` / ``smoothness``: the largest-magnitude Hessian eigenvalue by power
+  iteration with Hessian-vector products, for one model or every model of a batched one.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .model import squared_loss
-from .validation import check_positive_float, check_positive_int, check_tensor
+from .batched import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, squared_loss
+from .validation import check_positive_float, check_positive_int, check_seed, check_tensor
 
 __all__ = [
     "flatten_params",
@@ -37,6 +42,9 @@ __all__ = [
     "extreme_eigenvalues",
     "hessian_spectrum",
     "curvature_summary",
+    "batched_hessians",
+    "top_eigenvalue",
+    "smoothness",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -228,8 +236,7 @@ def extreme_eigenvalues(
     """
     k = check_positive_int(k, "k")
     tol = check_positive_float(tol, "tol")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed, "seed")
     product = hvp_operator(model, X, Y, trainable, loss_fn)
     w = flatten_params(model, trainable)
     P = w.numel()
@@ -338,3 +345,132 @@ def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str,
         "num_positive": eigs.numel() - num_negative - num_zero,
         "tol": tol,
     }
+
+
+# ------------------------------------------------ every model of a batched layer at once
+def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+    """(M,): a batched model's per-model losses, or a single model's loss as M = 1."""
+    if isinstance(model, BatchedAttentionLayer):
+        return per_model_loss(model, X, Y)
+    return loss_fn(model(X), Y).reshape(1)
+
+
+@contextlib.contextmanager
+def _differentiable(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Enable gradients on the named parameters (and grad mode) and restore the flags after."""
+    named = dict(model.named_parameters())
+    flags = {name: p.requires_grad for name, p in named.items()}
+    try:
+        for name in names:
+            named[name].requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for name, p in named.items():
+            p.requires_grad_(flags[name])
+
+
+def batched_hessians(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    trainable: Sequence[str] | str = ("W_Q",),
+    loss_fn: LossFn = squared_loss,
+) -> torch.Tensor:
+    """The Hessians of every model's loss in its flattened ``trainable`` weights: (M, P, P).
+
+    ``model``: a ``BatchedAttentionLayer`` (X, Y as for ``lib.batched.per_model_loss``; P counts one
+    model's entries) or any single module (then M = 1 and ``loss_fn`` gives the loss). Entry m
+    equals ``full_hessian(model.layer(m), X_m, Y_m, trainable)``: the summed loss sum_m f_m has a
+    block-diagonal Hessian, so one reverse pass per column serves all models. Symmetrised.
+    """
+    names = _names(model, trainable)
+    with _differentiable(model, names):
+        losses = _model_losses(model, X, Y, loss_fn)
+        M = losses.shape[0]
+        named = dict(model.named_parameters())
+        leaves = [named[name] for name in names]
+        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+        flat = torch.cat([g.reshape(M, -1) for g in grads], dim=1)  # (M, P)
+        columns = []
+        for i in range(flat.shape[1]):  # column i of every model's Hessian at once
+            hv = torch.autograd.grad(flat[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
+            columns.append(torch.cat([
+                (torch.zeros_like(p) if h is None else h).reshape(M, -1) for h, p in zip(hv, leaves)
+            ], dim=1))
+    Hs = torch.stack(columns, dim=1).detach()
+    return 0.5 * (Hs + Hs.transpose(1, 2))
+
+
+def _power_iteration(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    trainable: Sequence[str] | str,
+    iters: int,
+    seed: int,
+    loss_fn: LossFn,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power iteration on every model's Hessian: (Rayleigh quotients v.Hv, norms ||Hv||), each (M,),
+    with v the unit vector after ``iters - 1`` multiplications of a seeded Gaussian start."""
+    iters = check_positive_int(iters, "iters")
+    seed = check_seed(seed, "seed")
+    names = _names(model, trainable)
+    with _differentiable(model, names):
+        losses = _model_losses(model, X, Y, loss_fn)
+        M = losses.shape[0]
+        named = dict(model.named_parameters())
+        leaves = [named[name] for name in names]
+        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        v = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype).to(p.device) for p in leaves]
+
+        def norm(ts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.sqrt(sum((t.reshape(M, -1) ** 2).sum(1) for t in ts))
+
+        for _ in range(iters):
+            length = norm(v)
+            v = [t / length.view((-1,) + (1,) * (t.dim() - 1)) for t in v]
+            Hv = [h.detach() for h in torch.autograd.grad(grads, leaves, grad_outputs=v, retain_graph=True)]
+            rayleigh = sum((a * b).reshape(M, -1).sum(1) for a, b in zip(Hv, v))
+            v = Hv
+    return rayleigh.detach(), norm(v).detach()
+
+
+def top_eigenvalue(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    trainable: Sequence[str] | str = WEIGHT_NAMES,
+    *,
+    iters: int = 60,
+    seed: int = 0,
+    loss_fn: LossFn = squared_loss,
+) -> torch.Tensor | float:
+    """The largest-magnitude Hessian eigenvalue (with its sign) by power iteration.
+
+    ``iters`` Hessian-vector products from a seeded Gaussian vector; returns the Rayleigh quotient
+    v.Hv of the last unit vector v. A ``BatchedAttentionLayer`` gives a (M,) tensor (one product of
+    the summed loss serves all models: its Hessian is block diagonal), a single model a float.
+    Power iteration converges like (|lambda_2| / |lambda_1|)^iters; check against
+    ``extreme_eigenvalues`` when the gap is small.
+    """
+    value, _ = _power_iteration(model, X, Y, trainable, iters, seed, loss_fn)
+    return value if isinstance(model, BatchedAttentionLayer) else float(value[0])
+
+
+def smoothness(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    trainable: Sequence[str] | str = WEIGHT_NAMES,
+    *,
+    iters: int = 40,
+    seed: int = 0,
+    loss_fn: LossFn = squared_loss,
+) -> torch.Tensor | float:
+    """The smoothness constant L = max |Hessian eigenvalue|, estimated as ||H v|| for the unit
+    vector v of ``iters`` steps of power iteration (approaches L from below). (M,) tensor for a
+    ``BatchedAttentionLayer``, a float for a single model."""
+    _, magnitude = _power_iteration(model, X, Y, trainable, iters, seed, loss_fn)
+    return magnitude if isinstance(model, BatchedAttentionLayer) else float(magnitude[0])

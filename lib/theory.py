@@ -10,13 +10,20 @@ Training W_V alone is therefore the least-squares problem f(w) = 1/(2N) ||J w - 
 w = vec(W_V), y = vec(Y) and J the (N*n*d_out, H*D*d_v) Jacobian; J J^T = sum_h (B_h B_h^T) kron
 (W_O^h^T W_O^h), where B_h = the h-th column block of B. See the chapter "Wide embeddings" for the
 derivation of the constants below.
+
+For a ``lib.batched.BatchedAttentionLayer`` of M models, ``batched_b_matrix``,
+``batched_gram_extremes`` and ``sigma_min_wo`` give the same quantities model by model, and
+``ValueModes`` is the closed form of GD on W_V alone (a sum of decaying eigenmodes).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from .batched import BatchedAttentionLayer
 from .model import AttentionLayer
 from .validation import check_positive_float, check_tensor
 
@@ -29,6 +36,10 @@ __all__ = [
     "predicted_rate",
     "ValueOptimum",
     "optimal_values",
+    "batched_b_matrix",
+    "batched_gram_extremes",
+    "sigma_min_wo",
+    "ValueModes",
 ]
 
 
@@ -42,10 +53,13 @@ def _check(model: AttentionLayer, X: torch.Tensor) -> None:
 def b_matrix(model: AttentionLayer, X: torch.Tensor) -> torch.Tensor:
     """B: (N*n, H*D), row block i = [S_i^1 X_i, ..., S_i^H X_i]. X: (N, n, D)."""
     _check(model, X)
-    S = model.attention(X)  # (N, H, n, n)
-    SX = S @ X.unsqueeze(1)  # (N, H, n, D)
-    N, H, n, D = SX.shape
-    return SX.permute(0, 2, 1, 3).reshape(N * n, H * D)
+    return _stack_heads(model.attention(X) @ X.unsqueeze(1))  # S X: (N, H, n, D)
+
+
+def _stack_heads(SX: torch.Tensor) -> torch.Tensor:
+    """(..., N, H, n, D) -> (..., N*n, H*D): row block i = [S_i^1 X_i, ..., S_i^H X_i]."""
+    *lead, N, H, n, D = SX.shape
+    return SX.transpose(-3, -2).reshape(*lead, N * n, H * D)
 
 
 @torch.no_grad()
@@ -105,8 +119,6 @@ class RateBound:
 
     def steps_to(self, ratio: float) -> float:
         """Steps the bound needs to shrink the optimality gap by ``ratio`` (e.g. 1e-6)."""
-        import math
-
         if not 0 < self.rate < 1:
             return float("inf")
         return math.log(ratio) / math.log(self.rate)
@@ -130,8 +142,7 @@ def predicted_rate(model: AttentionLayer, X: torch.Tensor, lr: float, rank_tol: 
     mu = float(positive[0]) if len(positive) else 0.0
     full_rank = len(positive) == len(eig)
     lam_b = lambda_b(model, X)
-    W_O = model.W_O.reshape(model.H, model.d_v, model.d_out).to(torch.float64)
-    sigma = min(float(torch.linalg.svdvals(W_O[h])[-1]) if model.d_out <= model.d_v else 0.0 for h in range(model.H))
+    sigma = sigma_min_wo(model)
     rate = 1.0 - 2.0 * mu * lr * (1.0 - L * lr / 2.0)
     return RateBound(mu, lam_b * sigma**2 / N, L, lr, rate, lam_b, sigma, full_rank)
 
@@ -155,3 +166,106 @@ def optimal_values(model: AttentionLayer, X: torch.Tensor, Y: torch.Tensor) -> V
     W_V = w.reshape(model.H, model.D, model.d_v).to(model.W_V.dtype)
     residual = J @ w - y
     return ValueOptimum(W_V, float(0.5 * (residual @ residual) / X.shape[0]))
+
+
+# ------------------------------------------------------------ every model of a batched layer
+def _check_batched(model: BatchedAttentionLayer) -> None:
+    if not isinstance(model, BatchedAttentionLayer):
+        raise TypeError(f"model must be a lib.batched.BatchedAttentionLayer, got {type(model).__name__}")
+
+
+@torch.no_grad()
+def batched_b_matrix(model: BatchedAttentionLayer, X: torch.Tensor) -> torch.Tensor:
+    """B of every model: (M, N*n, H*D); entry m equals ``b_matrix(model.layer(m), X_m)``.
+
+    X: (N, n, D) shared or (M, N, n, D) one per model.
+    """
+    _check_batched(model)
+    S = model.attention(X)  # (M, N, H, n, n)
+    return _stack_heads(S @ (X.unsqueeze(2) if X.dim() == 4 else X[None, :, None]))
+
+
+@torch.no_grad()
+def batched_gram_extremes(model: BatchedAttentionLayer, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda_min, lambda_max) of B B^T for every model, two (M,) tensors; lambda_min is
+    ``lambda_b`` (clamped at 0)."""
+    B = batched_b_matrix(model, X)
+    eig = torch.linalg.eigvalsh(B @ B.transpose(1, 2))
+    return eig[:, 0].clamp_min(0.0), eig[:, -1]
+
+
+@torch.no_grad()
+def sigma_min_wo(model: AttentionLayer | BatchedAttentionLayer) -> float | torch.Tensor:
+    """sigma = min_h sigma_{d_out}(W_O^h), the smallest d_out-th singular value of the row blocks
+    W_O^h (d_v, d_out) of W_O; 0 when d_out > d_v. A float for one layer, (M,) for a batched one."""
+    if isinstance(model, BatchedAttentionLayer):
+        W_O = model.W_O.reshape(model.M, model.H, model.d_v, model.d_out)
+    elif isinstance(model, AttentionLayer):
+        model._check_weights()
+        W_O = model.W_O.reshape(1, model.H, model.d_v, model.d_out)
+    else:
+        raise TypeError(f"model must be an AttentionLayer or BatchedAttentionLayer, got {type(model).__name__}")
+    if model.d_out > model.d_v:
+        sigma = torch.zeros(W_O.shape[0], dtype=torch.float64, device=W_O.device)
+    else:
+        sigma = torch.linalg.svdvals(W_O.to(torch.float64))[..., -1].amin(dim=1)
+    return sigma if isinstance(model, BatchedAttentionLayer) else float(sigma[0])
+
+
+class ValueModes:
+    """Closed form of GD on W_V alone (W_Q, W_K, W_O fixed): the loss is a sum of decaying modes.
+
+    With K = J J^T / N (J = ``values_jacobian``) = U diag(lambda_i) U^T and c = U^T r_0 (r_0 the
+    initial residuals, vectorised), GD with step size lr gives
+
+        f(t) = f* + sum_{lambda_i > 0} (1 - lr lambda_i)^(2t) c_i^2 / (2N),
+
+    f* = the part of the residual in the zero modes. Attributes: ``lam`` and ``c2`` (numpy arrays
+    over the positive modes, ascending lam), ``f_star``, ``mu`` (smallest positive lam), ``L``
+    (largest), ``N``. Modes with lam <= rank_tol * L count as zero.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: AttentionLayer, X: torch.Tensor, Y: torch.Tensor, rank_tol: float = 1e-10) -> None:
+        _check(model, X)
+        check_tensor(Y, "Y", shape=(X.shape[0], X.shape[1], model.d_out))
+        rank_tol = check_positive_float(rank_tol, "rank_tol")
+        self.N = X.shape[0]
+        J = values_jacobian(model, X).to(torch.float64)
+        lam, U = torch.linalg.eigh(J @ J.T / self.N)
+        c = U.T @ (model(X) - Y).reshape(-1).to(torch.float64)
+        positive = lam > rank_tol * lam[-1]
+        self.lam, self.c2 = lam[positive].cpu().numpy(), (c[positive] ** 2).cpu().numpy()
+        self.f_star = float((c[~positive] ** 2).sum()) / (2 * self.N)
+        self.mu, self.L = float(self.lam[0]), float(self.lam[-1])
+
+    def gap(self, lr: float, t: int | np.ndarray) -> float | np.ndarray:
+        """f(t) - f* after t steps of GD with step size lr (t: int or array of ints)."""
+        t = np.asarray(t, dtype=float)[..., None]
+        return np.sum((1 - lr * self.lam) ** (2 * t) * self.c2, axis=-1) / (2 * self.N)
+
+    def loss(self, lr: float, t: int | np.ndarray) -> float | np.ndarray:
+        """f(t) = f* + gap(lr, t)."""
+        return self.f_star + self.gap(lr, t)
+
+    def worst_factor(self, lr: float, present: float = 1e-24) -> float:
+        """Limit of the per-step factors g(t+1)/g(t): max (1 - lr lam_i)^2 over the modes present
+        in r_0 (c_i^2 > present * sum c^2)."""
+        on = self.c2 > present * self.c2.sum()
+        return float(np.max((1 - lr * self.lam[on]) ** 2))
+
+    def steps_to(self, lr: float, tol: float) -> int | float:
+        """Smallest t with f(t) - f* <= tol (bisection; the gap never increases for lr <= 1/L);
+        ``math.inf`` beyond 1e13 steps."""
+        if self.gap(lr, 0) <= tol:
+            return 0
+        hi = 1
+        while self.gap(lr, hi) > tol:
+            hi *= 2
+            if hi > 1e13:
+                return math.inf
+        lo = hi // 2  # gap(lo) > tol >= gap(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.gap(lr, mid) > tol else (lo, mid)
+        return hi

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -12,7 +13,11 @@ __all__ = [
     "check_positive_float",
     "check_finite",
     "check_choice",
+    "check_seed",
 ]
+
+#: Seeds are what torch.Generator.manual_seed and numpy accept alike: 0 <= seed < 2**32.
+SEED_LIMIT = 2**32
 
 
 def check_positive_int(value: object, name: str) -> int:
@@ -81,3 +86,13 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(repr(c) for c in choices)}")
     return value
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` if it is not an integer in [0, 2**32)
+    (the seeds that torch, NumPy and Python's ``random`` all accept)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(
+            f"{name} must be a non-negative integer below 2**32, got {value!r} ({type(value).__name__})"
+        )
+    return int(value)

@@ -344,3 +344,22 @@ def test_benchmark_core_agrees_at_reduced_size():
     assert result.agree, (result.max_loss_rel_diff, result.max_weight_rel_diff)
     assert result.statuses == {"max_steps": 4}
     assert result.loop_cpu > 0 and result.batched_cpu > 0 and math.isfinite(result.ratio_cpu)
+
+
+# ------------------------------------------------------------------ per-model losses
+@pytest.mark.parametrize("shared", [True, False])
+def test_per_model_loss_equals_single_model_losses(shared):
+    from lib.batched import per_model_loss
+    from lib.model import squared_loss
+
+    problems, X, Y = _problems(3, 4, 3, 5, kernel="gaussian", H=2)
+    model = BatchedAttentionLayer(3, 5, H=2, kernel="gaussian", seeds=[1, 2, 3], device=CPU)
+    if shared:
+        X, Y = problems[0].X, problems[0].Y
+    losses = per_model_loss(model, X, Y)
+    assert losses.shape == (3,)
+    for m, layer in enumerate(model.layers()):
+        Xm, Ym = (X, Y) if shared else (X[m], Y[m])
+        assert _rel(losses[m].item(), squared_loss(layer(Xm), Ym).item()) <= TOL
+    with pytest.raises(TypeError, match="BatchedAttentionLayer"):
+        per_model_loss(model.layer(0), X, Y)

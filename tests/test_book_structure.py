@@ -124,7 +124,7 @@ def test_notebook_has_summary_and_exercises(rel):
 
 def test_bootstrap_cell_is_extracted():
     src = bootstrap_source()
-    assert src.startswith("# Make `lib` importable") and "find_spec(\"lib\")" in src
+    assert src.startswith("# Make this book's `lib` importable") and "GDT_BOOK_REF" in src
 
 
 # ----------------------------------------------------- output capture (conftest.py)

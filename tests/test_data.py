@@ -145,3 +145,43 @@ def test_invalid_scale(scale):
         random_inputs(2, 3, 4, seed=0, scale=scale)
     with pytest.raises(ValueError, match="scale"):
         random_problem(2, 3, 4, seed=0, target_scale=scale)
+
+
+# ------------------------------------------------------------- batched problems
+def test_stacked_random_problems_stack_random_problem():
+    from lib.data import stacked_random_problems
+
+    X, Y = stacked_random_problems([3, 5], 2, 3, 4, device=DEVICE, d_out=2)
+    assert X.shape == (2, 2, 3, 4) and Y.shape == (2, 2, 3, 2)
+    for m, seed in enumerate([3, 5]):
+        problem = random_problem(2, 3, 4, seed=seed, device=DEVICE, d_out=2)
+        assert torch.equal(X[m], problem.X) and torch.equal(Y[m], problem.Y)
+    with pytest.raises(ValueError, match="at least one seed"):
+        stacked_random_problems([], 2, 3, 4)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+@pytest.mark.parametrize("trainable", [("W_Q",), ("W_Q", "W_K")])
+def test_batched_teacher_problems(kernel, trainable):
+    from lib.data import batched_teacher_problems
+
+    problems = batched_teacher_problems(kernel, 2, 3, 2, trainable, 4, init_scale=0.5, device=DEVICE)
+    student, teacher, X, Y = problems
+    assert X.shape == (4, 2, 3, 2) and Y.shape == (4, 2, 3, 2) and problems.student is student
+    for m in range(4):
+        single = AttentionLayer(2, kernel=kernel, seed=m, device=DEVICE)
+        for name in ("W_Q", "W_K", "W_V"):
+            scale = 0.5 if name in trainable else 1.0
+            assert torch.allclose(getattr(student, name)[m], scale * getattr(single, name))
+        assert torch.equal(student.W_O[m], torch.eye(2, dtype=F64))
+        assert torch.allclose(Y[m], teacher.layer(m)(X[m]))
+        frozen = [name for name in ("W_K", "W_V", "W_O") if name not in trainable]
+        assert all(torch.equal(getattr(teacher, k)[m], getattr(student, k)[m]) for k in frozen)
+        with torch.no_grad():
+            for name in trainable:
+                getattr(student, name)[m].copy_(getattr(teacher, name)[m])
+        assert squared_loss(student.layer(m)(X[m]), Y[m]).item() <= 1e-28
+    other = batched_teacher_problems("softmax" if kernel == "gaussian" else "gaussian", 2, 3, 2, trainable, 4)
+    assert torch.equal(other.X.to(DEVICE), X)  # the inputs depend on the sizes only
+    with pytest.raises(ValueError, match="trainable must be distinct names"):
+        batched_teacher_problems(kernel, 2, 3, 2, ("W_V",), 4)

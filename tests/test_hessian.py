@@ -174,3 +174,52 @@ def test_curvature_summary():
     assert default["tol"] == pytest.approx(3e-8) and default["num_zero"] == 3
     with pytest.raises(ValueError, match="tol must be a finite number >= 0"):
         curvature_summary(eigs, tol=-1.0)
+
+
+# --------------------------------------------- batched Hessians and power iteration
+def _batched_setup(kernel, M=3, N=2, n=3, D=3, H=2):
+    from lib.batched import BatchedAttentionLayer
+
+    X = torch.stack([random_problem(N, n, D, seed=s, device=CPU).X for s in range(M)])
+    Y = torch.stack([random_problem(N, n, D, seed=s, device=CPU).Y for s in range(M)])
+    model = BatchedAttentionLayer(M, D, H=H, kernel=kernel, seeds=range(20, 20 + M), device=CPU)
+    return model, X, Y
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+@pytest.mark.parametrize("names", [("W_Q", "W_K"), ("W_V",), ("W_Q", "W_K", "W_V", "W_O")])
+def test_batched_hessians_equal_full_hessian_per_model(kernel, names):
+    from lib.hessian import batched_hessians
+
+    model, X, Y = _batched_setup(kernel)
+    flags = [p.requires_grad for p in model.parameters()]
+    Hs = batched_hessians(model, X, Y, names)
+    assert [p.requires_grad for p in model.parameters()] == flags
+    for m, layer in enumerate(model.layers()):
+        assert torch.allclose(Hs[m], full_hessian(layer, X[m], Y[m], names), rtol=1e-9, atol=1e-10)
+    single = batched_hessians(model.layer(0), X[0], Y[0], names)  # a single model: M = 1
+    assert single.shape == (1,) + Hs.shape[1:] and torch.allclose(single[0], Hs[0], atol=1e-10)
+    with pytest.raises(ValueError, match="distinct"):
+        batched_hessians(model, X, Y, ("W_Q", "W_Q"))
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+def test_top_eigenvalue_and_smoothness_match_the_exact_spectrum(kernel):
+    from lib.hessian import smoothness, top_eigenvalue
+
+    model, X, Y = _batched_setup(kernel)
+    names = ("W_Q", "W_K", "W_V", "W_O")
+    top = top_eigenvalue(model, X, Y, names, iters=300)
+    L = smoothness(model, X, Y, names, iters=300)
+    assert top.shape == L.shape == (model.M,)
+    for m, layer in enumerate(model.layers()):
+        eigs = hessian_spectrum(layer, X[m], Y[m], names)
+        dominant = eigs[eigs.abs().argmax()].item()
+        assert abs(top[m].item() - dominant) <= 1e-3 * abs(dominant)
+        assert abs(L[m].item() - abs(dominant)) <= 1e-3 * abs(dominant)
+        single = top_eigenvalue(layer, X[m], Y[m], names, iters=300, seed=m)
+        assert isinstance(single, float) and abs(single - dominant) <= 1e-3 * abs(dominant)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        smoothness(model, X, Y, names, seed=-1)
+    with pytest.raises(TypeError, match="iters must be a positive integer"):
+        top_eigenvalue(model, X, Y, names, iters=2.5)

@@ -247,3 +247,58 @@ def test_gd_on_values_converges_to_positive_optimum_when_narrow(case):
     factors = history.contraction_factors(optimum.loss)
     checked = [c for t, c in enumerate(factors) if history.loss[t] - optimum.loss > 1e-8 * gap0]
     assert checked and max(checked) <= bound.rate + RATE_SLACK
+
+
+# ------------------------------------------------- batched B matrix and the W_V closed form
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("shared", [True, False])
+def test_batched_b_matrix_and_gram_extremes_equal_per_model(kernel, shared):
+    from lib.batched import BatchedAttentionLayer
+    from lib.theory import batched_b_matrix, batched_gram_extremes, sigma_min_wo
+
+    M, N, n, D = 3, 2, 3, 4
+    model = BatchedAttentionLayer(M, D, H=2, d_v=3, d_out=2, kernel=kernel, seeds=[4, 5, 6], device=DEVICE)
+    X = randn(N, n, D, seed=3) if shared else randn(M, N, n, D, seed=3)
+    B = batched_b_matrix(model, X)
+    lam_min, lam_max = batched_gram_extremes(model, X)
+    sigma = sigma_min_wo(model)
+    assert B.shape == (M, N * n, 2 * D) and lam_min.shape == lam_max.shape == sigma.shape == (M,)
+    for m, single in enumerate(model.layers()):
+        Xm = X if shared else X[m]
+        assert torch.allclose(B[m], b_matrix(single, Xm), atol=1e-12)
+        assert math.isclose(lam_min[m].item(), lambda_b(single, Xm), rel_tol=1e-8, abs_tol=1e-12)
+        eig = torch.linalg.eigvalsh(B[m] @ B[m].T)
+        assert math.isclose(lam_max[m].item(), eig[-1].item(), rel_tol=1e-10)
+        assert math.isclose(sigma[m].item(), sigma_min_wo(single), rel_tol=1e-12)
+        assert math.isclose(sigma_min_wo(single), predicted_rate(single, Xm, lr=0.1).sigma_min_wo)
+    with pytest.raises(TypeError, match="BatchedAttentionLayer"):
+        batched_b_matrix(model.layer(0), X)
+
+
+def test_sigma_min_wo_is_zero_when_d_out_exceeds_d_v():
+    from lib.theory import sigma_min_wo
+
+    assert sigma_min_wo(layer(4, d_v=2, d_out=3)) == 0.0
+    assert math.isclose(sigma_min_wo(layer(4, H=2, init="orthogonal")), 1.0, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+@pytest.mark.parametrize("N", [2, 6])  # wide (f* = 0) and narrow (f* > 0)
+def test_value_modes_closed_form_equals_gd_on_values(kernel, N):
+    from lib.theory import ValueModes
+
+    D = 6
+    model = layer(D, H=2, kernel=kernel, init="orthogonal", seed=17)
+    X, Y = randn(N, 3, D, seed=16), randn(N, 3, D, seed=18)
+    modes = ValueModes(model, X, Y)
+    assert modes.mu <= modes.L and (modes.f_star > 1e-8) == (N * 3 > 2 * D)
+    lr = 1.0 / modes.L
+    history = train(model, X, Y, steps=200, lr=lr, trainable=("W_V",))
+    closed = modes.loss(lr, range(len(history.loss)))
+    assert max(abs(a - b) / b for a, b in zip(history.loss, closed)) <= 1e-8
+    assert math.isclose(modes.f_star, optimal_values(model, X, Y).loss, rel_tol=1e-6, abs_tol=1e-12)
+    t = modes.steps_to(lr, 1e-6)
+    assert modes.gap(lr, t) <= 1e-6 < modes.gap(lr, t - 1)
+    assert modes.worst_factor(lr) <= (1 - modes.mu / modes.L) ** 2 + 1e-12
+    with pytest.raises(ValueError, match="Y must have shape"):
+        ValueModes(model, X, Y[:, :2])
