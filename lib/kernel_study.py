@@ -1,9 +1,10 @@
 """The paired kernel comparison of the attention-only chapter: random teacher problems, both kernels
 on the same random numbers, budget-independent outcomes, and the convex-hull certificate.
 
-* ``teacher_problems``: M random problems whose targets come from a teacher that differs from the
-  student only in the trained attention weights (global minimum 0). Problem m uses the same inputs,
-  W_K, W_V and starting point for every kernel: kernels are compared on the same random numbers.
+The problems are ``lib.data.batched_teacher_problems``: targets from a teacher that differs from
+the student only in the trained attention weights (global minimum 0), with the same inputs, W_K,
+W_V and starting point for every kernel, so kernels are compared on the same random numbers.
+
 * ``kernel_outcomes``: ``lib.outcomes.run_to_outcome`` on the problems of several kernel variants;
   ``extend_descending`` continues the runs still descending with a larger budget and relabels them.
 * ``hull_distance``: the exact squared distance from a point to the convex hull of a few points, a
@@ -21,42 +22,13 @@ import numpy as np
 import torch
 
 from .batched import BatchedAttentionLayer
+from .data import batched_teacher_problems
 from .outcomes import (LABELS, Outcome, classify_outcomes, hessian_check, monotone_descent,
                        run_to_outcome, saturation)
 from .stats import paired_table, wilson_interval
-from .validation import check_positive_int
 
-__all__ = ["teacher_problems", "kernel_outcomes", "extend_descending", "hull_distance",
+__all__ = ["kernel_outcomes", "extend_descending", "hull_distance",
            "softmax_loss_bound", "outcome_summary", "format_outcome_table"]
-
-
-def teacher_problems(
-    kernel: str, N: int, n: int, D: int, trainable: Sequence[str], M: int, *,
-    gamma: float | None = None, init_scale: float = 1.0, device: str | torch.device | None = None,
-) -> tuple[BatchedAttentionLayer, BatchedAttentionLayer, torch.Tensor, torch.Tensor]:
-    """M teacher problems: (student, teacher, X: (M, N, n, D), Y = teacher(X): (M, N, n, D)).
-
-    Student m has the LeCun weights of seed m (the trained ones multiplied by ``init_scale``),
-    teacher m those of seed 10**6 + m; they share W_V, W_O = I and, unless trained, W_K. X depends
-    on (N, n, D) only. Setting the student's trained weights to the teacher's gives zero loss.
-    """
-    M = check_positive_int(M, "M")
-    gen = torch.Generator().manual_seed(1000 + 100 * N + 10 * n + D)
-    X = torch.randn(M, N, n, D, generator=gen, dtype=torch.float64)
-    kw = dict(kernel=kernel, gamma=gamma, device=device)
-    student = BatchedAttentionLayer(M, D, seeds=range(M), **kw)
-    teacher = BatchedAttentionLayer(M, D, seeds=range(10**6, 10**6 + M), **kw)
-    X = X.to(student.W_Q.device)
-    with torch.no_grad():
-        student.W_O.copy_(torch.eye(D, dtype=X.dtype, device=X.device).expand(M, D, D))
-        for name in trainable:
-            getattr(student, name).mul_(init_scale)
-        teacher.W_O.copy_(student.W_O)
-        teacher.W_V.copy_(student.W_V)
-        if "W_K" not in trainable:
-            teacher.W_K.copy_(student.W_K)
-        Y = teacher(X)
-    return student, teacher, X, Y
 
 
 def kernel_outcomes(
@@ -67,7 +39,7 @@ def kernel_outcomes(
     """{variant: Outcome} for variants {name: (kernel, gamma)} on the same M problems."""
     out = {}
     for name, (kernel, gamma) in variants.items():
-        student, _, X, Y = teacher_problems(kernel, N, n, D, trainable, M, gamma=gamma,
+        student, _, X, Y = batched_teacher_problems(kernel, N, n, D, trainable, M, gamma=gamma,
                                             init_scale=init_scale)
         out[name] = run_to_outcome(student, X, Y, trainable, gd_steps=gd_steps, iterations=iterations)
     return out
@@ -85,7 +57,7 @@ def extend_descending(
                      for k, v in vars(outcome).items()})
     if idx.size == 0:
         return new
-    student, _, X, Y = teacher_problems(kernel, N, n, D, trainable, len(outcome.label), gamma=gamma,
+    student, _, X, Y = batched_teacher_problems(kernel, N, n, D, trainable, len(outcome.label), gamma=gamma,
                                         init_scale=init_scale)
     sub = BatchedAttentionLayer.from_layers([student.layer(int(m)) for m in idx])
     with torch.no_grad():

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from lib.batched import BatchedAttentionLayer
-from lib.kernel_study import extend_descending, hull_distance, outcome_summary, teacher_problems
+from lib.data import batched_teacher_problems as teacher_problems
+from lib.kernel_study import (extend_descending, format_outcome_table, hull_distance,
+                              outcome_summary, softmax_loss_bound)
 from lib.outcomes import (classify_outcomes, gauss_newton_curvature, hessian_check, monotone_descent,
                           run_to_outcome, saturation)
 
@@ -24,17 +26,6 @@ def test_classify_rule():
     assert left[3] == pytest.approx(9.0) and rate[3] == pytest.approx(1000 * math.log10(2))
     with pytest.raises(ValueError, match="loss_tail"):
         classify_outcomes(f0, tail[:1], sat)
-
-
-def test_teacher_problems_zero_at_teacher_and_shared_numbers():
-    for trainable in (("W_Q",), ("W_Q", "W_K")):
-        s1, t1, X1, Y1 = teacher_problems("softmax", 2, 3, 4, trainable, 3, device="cpu")
-        s2, t2, X2, _ = teacher_problems("gaussian", 2, 3, 4, trainable, 3, device="cpu")
-        assert torch.equal(X1, X2) and torch.equal(s1.W_Q, s2.W_Q) and torch.equal(s1.W_V, s2.W_V)
-        with torch.no_grad():
-            for name in trainable:
-                getattr(s1, name).copy_(getattr(t1, name))
-            assert (s1(X1) - Y1).abs().max().item() < 1e-14
 
 
 def test_continuation_is_monotone_and_reaches_wide_softmax():
@@ -144,3 +135,17 @@ def test_certificates_match_autograd_jacobian_and_bound():
         sigma = torch.linalg.svdvals(X.reshape(3, 3, 4))[:, -1]
         cert = model_certificates(student, X)
         assert (grad >= sigma * cert * loss / math.sqrt(3) * (1 - 1e-9)).all()
+
+
+def test_softmax_loss_bound_and_table():
+    rng = np.random.default_rng(1)
+    V = rng.normal(size=(2, 1, 3, 4))
+    inside = (rng.dirichlet(np.ones(3), size=(2, 1, 3))[..., None] * V[:, :, None]).sum(-2)
+    assert np.abs(softmax_loss_bound(V, inside)).max() < 1e-20
+    assert (softmax_loss_bound(V, inside + 5.0) > 1.0).all()
+    with pytest.raises(ValueError, match="shape"):
+        softmax_loss_bound(V, inside[0])
+    student, _, X, Y = teacher_problems("softmax", 1, 3, 4, ("W_Q",), 2, device="cpu")
+    o = run_to_outcome(student, X, Y, ("W_Q",), gd_steps=5, iterations=8, check_hessian=False)
+    text = format_outcome_table({"softmax": o, "other": o})
+    assert "stalled-infinity" in text and "p = 1" in text
