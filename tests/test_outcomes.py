@@ -1,5 +1,7 @@
-"""Tests of lib.outcomes (budget-independent labels) and lib.kernel_study (paired teacher problems,
+"""Tests of lib.outcomes (budget-independent labels) and lib.kernel_study (paired
+teacher problems,
 the convex-hull certificate)."""
+
 from __future__ import annotations
 
 import math
@@ -10,10 +12,21 @@ import torch
 
 from lib.batched import BatchedAttentionLayer
 from lib.data import batched_teacher_problems as teacher_problems
-from lib.kernel_study import (extend_descending, format_outcome_table, hull_distance,
-                              outcome_summary, softmax_loss_bound)
-from lib.outcomes import (classify_outcomes, gauss_newton_curvature, hessian_check, monotone_descent,
-                          run_to_outcome, saturation)
+from lib.kernel_study import (
+    extend_descending,
+    format_outcome_table,
+    hull_distance,
+    outcome_summary,
+    softmax_loss_bound,
+)
+from lib.outcomes import (
+    classify_outcomes,
+    gauss_newton_curvature,
+    hessian_check,
+    monotone_descent,
+    run_to_outcome,
+    saturation,
+)
 
 
 def test_classify_rule():
@@ -21,9 +34,16 @@ def test_classify_rule():
     tail = np.array([[1e-12, 0.5, 0.3, 0.2], [1e-13, 0.5, 0.3, 0.1]])
     sat = np.array([0.5, 0.5, 1e-5, 0.5])
     label, decrease, left, rate = classify_outcomes(f0, tail, sat)
-    assert label.tolist() == ["reached", "stalled-finite", "stalled-infinity", "descending"]
+    assert label.tolist() == [
+        "reached",
+        "stalled-finite",
+        "stalled-infinity",
+        "descending",
+    ]
     assert decrease[3] == pytest.approx(0.5) and left[0] == 0.0
-    assert left[3] == pytest.approx(9.0) and rate[3] == pytest.approx(1000 * math.log10(2))
+    assert left[3] == pytest.approx(9.0) and rate[3] == pytest.approx(
+        1000 * math.log10(2)
+    )
     with pytest.raises(ValueError, match="loss_tail"):
         classify_outcomes(f0, tail[:1], sat)
 
@@ -38,12 +58,21 @@ def test_continuation_is_monotone_and_reaches_wide_softmax():
 
 
 def test_run_to_outcome_labels_a_trap_and_checks_its_hessian():
-    # At the teacher's weights with a perturbed target the loss has a finite positive minimum
-    # nearby (W_V-only reachable set is not the target), so the run stalls at finite weights.
-    student, teacher, X, Y = teacher_problems("softmax", 1, 2, 1, ("W_Q",), 2, device="cpu")
+    # At the teacher's weights with a perturbed target the loss has a finite
+    # positive minimum
+    # nearby (W_V-only reachable set is not the target), so the run stalls at
+    # finite weights.
+    student, teacher, X, Y = teacher_problems(
+        "softmax", 1, 2, 1, ("W_Q",), 2, device="cpu"
+    )
     Y = Y + 0.3
     outcome = run_to_outcome(student, X, Y, ("W_Q",), gd_steps=50, iterations=40)
-    assert set(outcome.label) <= {"stalled-finite", "stalled-infinity", "reached", "descending"}
+    assert set(outcome.label) <= {
+        "stalled-finite",
+        "stalled-infinity",
+        "reached",
+        "descending",
+    }
     for m in np.flatnonzero(outcome.label == "stalled-finite"):
         assert outcome.hessian_kind[m] in ("local min", "saddle", "flat")
     kinds = hessian_check(student, X, Y, ("W_Q",), [0])
@@ -59,7 +88,9 @@ def test_saturation_measures():
         model.W_Q.mul_(1e3)
     assert saturation(model, X).min() < 1e-6
     model.set_kernel("gaussian")
-    assert saturation(model, X).min() < 1e-6  # far queries: every entry of some row vanishes
+    assert (
+        saturation(model, X).min() < 1e-6
+    )  # far queries: every entry of some row vanishes
 
 
 def test_extend_descending_and_summary():
@@ -70,14 +101,20 @@ def test_extend_descending_and_summary():
     assert (longer.f_end <= outcome.f_end + 1e-15).all()
     assert (outcome.label == "descending").all()  # the original is not modified
     summary = outcome_summary({"softmax": longer, "gaussian": outcome})
-    assert summary["gaussian"]["paired"]["only_this"] == 0 and summary["softmax"]["M"] == 3
+    assert (
+        summary["gaussian"]["paired"]["only_this"] == 0 and summary["softmax"]["M"] == 3
+    )
 
 
 def test_hull_distance():
     P = np.eye(3)
     assert hull_distance(P, np.array([0.2, 0.3, 0.5])) == pytest.approx(0.0, abs=1e-24)
-    assert hull_distance(P, np.zeros(3)) == pytest.approx(1 / 3)  # nearest point: the centroid
-    assert hull_distance(P, np.array([2.0, 0, 0])) == pytest.approx(1.0)  # nearest: vertex e_1
+    assert hull_distance(P, np.zeros(3)) == pytest.approx(
+        1 / 3
+    )  # nearest point: the centroid
+    assert hull_distance(P, np.array([2.0, 0, 0])) == pytest.approx(
+        1.0
+    )  # nearest: vertex e_1
     rng = np.random.default_rng(0)
     Q, y = rng.normal(size=(4, 6)), rng.normal(size=6)
     samples = rng.dirichlet(np.ones(4), size=20000) @ Q
@@ -87,8 +124,17 @@ def test_hull_distance():
 
 
 def test_mirror_example_closed_form_and_trap():
-    from lib.mirror_example import (T_STAR, check_point, example_inputs, example_layer,
-                                    example_targets, phi, row_out, run_example, stationary_points)
+    from lib.mirror_example import (
+        T_STAR,
+        check_point,
+        example_inputs,
+        example_layer,
+        example_targets,
+        phi,
+        row_out,
+        run_example,
+        stationary_points,
+    )
     from lib.model import squared_loss
 
     t = np.linspace(-3, 3, 7)
@@ -98,8 +144,10 @@ def test_mirror_example_closed_form_and_trap():
     for kernel in ("softmax", "gaussian"):
         w = [-1.0, 0.3, 2.0]
         with torch.no_grad():
-            loss = squared_loss(example_layer(kernel, w, device="cpu")(X),
-                                example_targets(kernel, device="cpu")).item()
+            loss = squared_loss(
+                example_layer(kernel, w, device="cpu")(X),
+                example_targets(kernel, device="cpu"),
+            ).item()
         assert abs(loss - phi(kernel, np.array(w)).sum()) < 1e-14
         trap = stationary_points(kernel)[0]
         f, g, eig = check_point(kernel, trap, device="cpu")
@@ -120,13 +168,28 @@ def test_certificates_match_autograd_jacobian_and_bound():
     q = torch.randn(1, d, generator=gen, dtype=torch.float64)
     for kernel in ("softmax", "gaussian"):
         fn = get_kernel(kernel)
-        row = (lambda q: fn(q.expand(n, d), K)[0]) if kernel == "softmax" else \
-            (lambda q: fn(q.expand(n, d), K, gamma=None)[0])
+        row = (
+            (lambda q: fn(q.expand(n, d), K)[0])
+            if kernel == "softmax"
+            else (lambda q: fn(q.expand(n, d), K, gamma=None)[0])
+        )
         J = jacrev(row)(q).reshape(n, d)
         sv = torch.linalg.svdvals(J)
-        c = row_certificates(q.expand(n, d), K, fn(q.expand(n, d), K) if kernel == "softmax"
-                             else fn(q.expand(n, d), K, gamma=default_gamma(d)), kernel)[0]
-        expected = math.sqrt(2) * sv[n - 2] if kernel == "softmax" else 2 / math.sqrt(n) * sv[-1]
+        c = row_certificates(
+            q.expand(n, d),
+            K,
+            (
+                fn(q.expand(n, d), K)
+                if kernel == "softmax"
+                else fn(q.expand(n, d), K, gamma=default_gamma(d))
+            ),
+            kernel,
+        )[0]
+        expected = (
+            math.sqrt(2) * sv[n - 2]
+            if kernel == "softmax"
+            else 2 / math.sqrt(n) * sv[-1]
+        )
         assert abs(c - expected) < 1e-12
         # the theorem's inequality on a wide problem
         student, _, X, Y = teacher_problems(kernel, 1, 3, 4, ("W_Q",), 3, device="cpu")
@@ -140,12 +203,16 @@ def test_certificates_match_autograd_jacobian_and_bound():
 def test_softmax_loss_bound_and_table():
     rng = np.random.default_rng(1)
     V = rng.normal(size=(2, 1, 3, 4))
-    inside = (rng.dirichlet(np.ones(3), size=(2, 1, 3))[..., None] * V[:, :, None]).sum(-2)
+    inside = (rng.dirichlet(np.ones(3), size=(2, 1, 3))[..., None] * V[:, :, None]).sum(
+        -2
+    )
     assert np.abs(softmax_loss_bound(V, inside)).max() < 1e-20
     assert (softmax_loss_bound(V, inside + 5.0) > 1.0).all()
     with pytest.raises(ValueError, match="shape"):
         softmax_loss_bound(V, inside[0])
     student, _, X, Y = teacher_problems("softmax", 1, 3, 4, ("W_Q",), 2, device="cpu")
-    o = run_to_outcome(student, X, Y, ("W_Q",), gd_steps=5, iterations=8, check_hessian=False)
+    o = run_to_outcome(
+        student, X, Y, ("W_Q",), gd_steps=5, iterations=8, check_hessian=False
+    )
     text = format_outcome_table({"softmax": o, "other": o})
     assert "stalled-infinity" in text and "p = 1" in text

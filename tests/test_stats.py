@@ -1,4 +1,5 @@
 """Tests of lib.stats: the Wilson interval against a reference value and scipy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def test_reference_value():
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
 def test_agrees_with_scipy(trials, confidence):
     for k in range(trials + 1):
-        ci = binomtest(k, trials).proportion_ci(confidence_level=confidence, method="wilson")
+        ci = binomtest(k, trials).proportion_ci(
+            confidence_level=confidence, method="wilson"
+        )
         low, high = wilson_interval(k, trials, confidence)
         assert abs(low - ci.low) < 1e-12 and abs(high - ci.high) < 1e-12
 
