@@ -1,9 +1,12 @@
 # Build and test the book.
 #
-#   make book   build the HTML book into _build/html (jupyter-book executes every notebook)
+#   make book   build the HTML book into _build/html (jupyter-book executes every notebook);
+#               MathJax is fetched once from the npm registry (npm, pinned, checksum verified)
+#               into the build, so the pages need no network
 #   make test   pytest (unit tests + every notebook of _toc.yml via nbval, executed copies in
 #               _build/executed/), then the strict HTML build from those executed copies
-#               (scripts/build_book.py: no second execution, any warning fails)
+#               (scripts/build_book.py: no second execution, any warning fails), then every
+#               built page in headless Chromium (browser/test_pages.py; needs /usr/bin/chromium)
 #   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
 #   make lock   regenerate constraints.txt from .venv
@@ -54,12 +57,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	touch $@
 
 book: $(STAMP)
+	$(BIN)/python scripts/fetch_mathjax.py
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # Tests always run from cold: the result cache is neither read nor written.
 test: $(STAMP)
 	GDT_CACHE=off $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python scripts/build_book.py
+	$(BIN)/python -m pytest browser -n 0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/batched_vs_loop.py

@@ -48,6 +48,7 @@ __all__ = [
     "train_batched",
     "per_model_loss",
     "squared_losses",
+    "train_layers",
     "IMPLEMENTATIONS",
 ]
 
@@ -773,3 +774,24 @@ def train_batched(
         more = f"; ... and {len(failed) - 10} more" if len(failed) > 10 else ""
         warnings.warn(f"{len(failed)} of {M} models failed ({shown}{more})", RuntimeWarning, stacklevel=2)
     return history
+
+
+def train_layers(
+    layers: Sequence[AttentionLayer],
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    config: GDConfig | None = None,
+    *,
+    impl: str = "auto",
+    **kwargs,
+) -> tuple[list[AttentionLayer], BatchedHistory]:
+    """Train copies of ``layers`` (one model each) in one batched computation.
+
+    ``BatchedAttentionLayer.from_layers(layers, impl)`` trained by ``train_batched(model, X, Y,
+    config, **kwargs)`` (X, Y shared or one per layer, ``lr`` one or one per layer). Returns (the
+    trained models as new ``AttentionLayer`` copies, the ``BatchedHistory``); ``layers`` are
+    unchanged.
+    """
+    model = BatchedAttentionLayer.from_layers(list(layers), impl=impl)
+    history = train_batched(model, X, Y, config, **kwargs)
+    return model.layers(), history

@@ -15,6 +15,9 @@ oscillates), so that "smoother" can be checked by an assert rather than by eye.
 Everything works on dictionaries of parameter tensors {name: Tensor} and on a function
 ``loss_fn(params) -> float``: ``model_loss_fn`` builds one for an attention layer and a data set,
 ``module_loss_fn`` for any ``nn.Module`` and any loss closure (e.g. a batch of a real task).
+``attention_plane`` evaluates a whole plane of an attention layer in one batched computation,
+``symmetry_directions`` spans the directions along which the attention kernel leaves the loss
+unchanged, and ``quadratic_fit`` measures how far a 1-D slice is from a parabola.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .model import squared_loss
+from .batched import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
 from .validation import check_positive_int
 
 __all__ = [
@@ -42,6 +46,9 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "roughness",
+    "attention_plane",
+    "symmetry_directions",
+    "quadratic_fit",
 ]
 
 Params = dict[str, torch.Tensor]
@@ -313,6 +320,10 @@ def roughness(Z: np.ndarray) -> dict[str, float | int]:
       curvature relative to the relief; small for smooth surfaces, large for rugged ones.
     * ``range``: max(Z) - min(Z) (the two normalised measures are 0 when it is 0).
     * ``min``, ``max``: the extreme values.
+    * ``non_convex_fraction``: the fraction of interior points where the discrete 2-D Hessian
+      (central differences) is not positive semi-definite.
+    * ``relief``: range / Z(centre), and ``boundary_ratio``: the lowest value on the grid's edge /
+      Z(centre) (centre: the middle grid point; NaN when Z(centre) <= 0).
     """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[0] < 3 or Z.shape[1] < 3:
@@ -332,6 +343,11 @@ def roughness(Z: np.ndarray) -> dict[str, float | int]:
     variation = float(np.abs(np.diff(Z, axis=0)).sum() + np.abs(np.diff(Z, axis=1)).sum())
     laplacian = Z[2:, 1:-1] + Z[:-2, 1:-1] + Z[1:-1, 2:] + Z[1:-1, :-2] - 4.0 * center
     lines = rows + cols
+    fxx = Z[2:, 1:-1] - 2 * center + Z[:-2, 1:-1]
+    fyy = Z[1:-1, 2:] - 2 * center + Z[1:-1, :-2]
+    fxy = (Z[2:, 2:] - Z[2:, :-2] - Z[:-2, 2:] + Z[:-2, :-2]) / 4
+    middle = float(Z[rows // 2, cols // 2])
+    edge = float(min(Z[0].min(), Z[-1].min(), Z[:, 0].min(), Z[:, -1].min()))
     return {
         "num_local_minima": int(is_min.sum()),
         "total_variation": variation / (lines * value_range) if value_range > 0 else 0.0,
@@ -339,4 +355,93 @@ def roughness(Z: np.ndarray) -> dict[str, float | int]:
         "range": value_range,
         "min": float(Z.min()),
         "max": float(Z.max()),
+        "non_convex_fraction": float(((fxx * fyy - fxy**2 < 0) | (fxx + fyy < 0)).mean()),
+        "relief": value_range / middle if middle > 0 else float("nan"),
+        "boundary_ratio": edge / middle if middle > 0 else float("nan"),
     }
+
+
+# ----------------------------------------------------------------------------- attention layers
+@torch.no_grad()
+def attention_plane(
+    layer: AttentionLayer,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    dir1: Mapping[str, torch.Tensor],
+    dir2: Mapping[str, torch.Tensor],
+    *,
+    span: tuple[float, float] = (-1.0, 1.0),
+    num: int = 25,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas (num,), Z (num, num)): the squared loss of ``layer`` on the plane theta + alpha dir1
+    + beta dir2, alpha and beta on the same grid, Z[i, j] as ``slice_2d``'s (equal to it, tested).
+
+    All num^2 grid points are evaluated as the models of one ``BatchedAttentionLayer``; a
+    direction that lacks a weight counts as zero there.
+    """
+    if not isinstance(layer, AttentionLayer):
+        raise TypeError(f"layer must be a lib.model.AttentionLayer, got {type(layer).__name__}")
+    alphas = _grid(span, num, "num")
+    for what, direction in (("dir1", dir1), ("dir2", dir2)):
+        _check_names(direction, dict(layer.named_parameters()), what)
+    grid = [torch.tensor(v.ravel(), dtype=layer.W_Q.dtype, device=layer.W_Q.device)
+            for v in np.meshgrid(alphas, alphas, indexing="ij")]
+    batch = BatchedAttentionLayer.from_layers([layer] * num**2, impl="bmm")
+    for name in WEIGHT_NAMES:
+        W = getattr(layer, name).detach()
+        shape = (-1,) + (1,) * W.dim()
+        zero = torch.zeros_like(W)
+        moved = (W + grid[0].view(shape) * dir1.get(name, zero)
+                 + grid[1].view(shape) * dir2.get(name, zero))
+        getattr(batch, name).copy_(moved)
+    Z = per_model_loss(batch, X, Y)
+    return alphas, Z.view(num, num).cpu().numpy()
+
+
+@torch.no_grad()
+def symmetry_directions(layer: AttentionLayer, names: Sequence[str] = ("W_Q", "W_K", "W_V")) -> torch.Tensor:
+    """An orthonormal basis (P, k) of the tangent directions of the kernel's symmetry group at the
+    layer's weights, in the flattened ``names`` (``lib.hessian.flatten_params`` order; W_Q, W_K
+    first, the other weights get zeros). One head only.
+
+    Softmax depends on Q K^T only: (W_Q, W_K) -> (W_Q A, W_K A^-T) leaves the loss unchanged for
+    every invertible A, tangent (W_Q E, -W_K E^T) for all E (k = d^2). The Gaussian kernel depends
+    on distances only: A orthogonal, tangent (W_Q E, W_K E) for skew-symmetric E (k = d(d-1)/2).
+    """
+    if not isinstance(layer, AttentionLayer):
+        raise TypeError(f"layer must be a lib.model.AttentionLayer, got {type(layer).__name__}")
+    if layer.H != 1 or tuple(names[:2]) != ("W_Q", "W_K"):
+        raise ValueError("symmetry_directions needs a one-head layer and names starting with W_Q, W_K")
+    if layer.kernel not in ("softmax", "gaussian"):
+        raise ValueError(f"symmetry_directions covers 'softmax' and 'gaussian', got {layer.kernel!r}")
+    W_Q, W_K, d = layer.W_Q[0], layer.W_K[0], layer.d
+    rest = sum(getattr(layer, name).numel() for name in names[2:])
+    zeros = torch.zeros(rest, dtype=W_Q.dtype, device=W_Q.device)
+    columns = []
+    for i in range(d):
+        for j in range(d):
+            E = torch.zeros(d, d, dtype=W_Q.dtype, device=W_Q.device)
+            E[i, j] = 1.0
+            if layer.kernel == "gaussian":
+                if j <= i:
+                    continue
+                E[j, i] = -1.0
+            dK = -W_K @ E.T if layer.kernel == "softmax" else W_K @ E
+            columns.append(torch.cat([(W_Q @ E).ravel(), dK.ravel(), zeros]))
+    U, R = torch.linalg.qr(torch.stack(columns, dim=1))
+    diag = torch.diagonal(R).abs()
+    if diag.min() <= 1e-8 * diag.max():
+        raise ValueError("the symmetry directions are linearly dependent at these weights")
+    return U
+
+
+def quadratic_fit(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares parabola through the points (t, g): (coefficients, highest first; the largest
+    |fit - g| divided by the range of g)."""
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    if t.ndim != 1 or t.shape != g.shape or t.size < 3:
+        raise ValueError(f"t and g must be 1-D of the same length >= 3, got {t.shape} and {g.shape}")
+    coef = np.polyfit(t, g, 2)
+    spread = g.max() - g.min()
+    residual = float(np.abs(np.polyval(coef, t) - g).max() / spread) if spread > 0 else 0.0
+    return coef, residual

@@ -135,6 +135,19 @@ class AttentionLayer(nn.Module):
             param = getattr(self, name)
             param.copy_(value.to(dtype=param.dtype, device=param.device))
 
+    def copy(self, kernel: str | None = None) -> "AttentionLayer":
+        """A new layer with the same settings and (a copy of) the weights; ``kernel``: switch the
+        copy to another kernel (the weights are kept)."""
+        new = AttentionLayer(
+            self.D, H=self.H, d=self.d, d_v=self.d_v, d_out=self.d_out, kernel=self.kernel,
+            gamma=self.gamma, init=self.init, qk_scale=self.qk_scale, seed=0,
+            dtype=self.W_Q.dtype, device=self.W_Q.device,
+        )
+        new.load_state_dict(self.state_dict())
+        if kernel is not None:
+            new.set_kernel(kernel)
+        return new
+
     def extra_repr(self) -> str:
         return (
             f"D={self.D}, H={self.H}, d={self.d}, d_v={self.d_v}, d_out={self.d_out}, "

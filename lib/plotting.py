@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import math
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "plot_loss_curves",
     "plot_kernel_matrix",
     "new_figure",
+    "plot_log_contours",
 ]
 
 KERNEL_COLORS = {
@@ -116,3 +120,41 @@ def plot_kernel_matrix(ax: plt.Axes, S, title: str = "", vmax: float | None = No
     if cbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return ax
+
+
+def plot_log_contours(
+    panels: Sequence[tuple[str, str, np.ndarray, np.ndarray]],
+    span: tuple[float, float],
+    xlabel: str,
+    ylabel: str,
+    marks: Sequence[tuple[float, float, str]] = (),
+):
+    """Loss planes side by side, coloured by log10(Z / Z(centre)) on one common scale.
+
+    panels: [(title, title colour, alphas (num,), Z (num, num))], Z[i, j] at (alphas[i],
+    alphas[j]) with the centre at the middle grid point (e.g. from
+    ``lib.landscape.attention_plane``); a white + marks the centre, ``marks`` adds (x, y,
+    matplotlib style) markers. Returns (figure, axes); the caller shows it.
+    """
+    if not panels:
+        raise ValueError("panels must contain at least one (title, colour, alphas, Z)")
+    logs = [np.log10(Z / Z[len(a) // 2, len(a) // 2]) for _, _, a, Z in panels]
+    low = math.floor(min(float(l.min()) for l in logs) * 10) / 10
+    high = math.ceil(max(float(l.max()) for l in logs) * 10) / 10
+    levels = np.linspace(low, max(high, low + 0.1), 21)
+    fig, axes = new_figure(ncols=len(panels), width=3.9, height=3.6)
+    axes = np.atleast_1d(axes)
+    for ax, (title, colour, a, _), L in zip(axes, panels, logs):
+        image = ax.contourf(a, a, L.T, levels=levels, cmap="viridis")
+        ax.contour(a, a, L.T, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+        ax.plot(0, 0, "w+", ms=10, mew=2)
+        for x, y, style in marks:
+            ax.plot(x, y, style, ms=7, mfc="none", mew=1.6)
+        ax.set_title(title, color=colour)
+        ax.set(xlim=span, ylim=span, aspect="equal", xlabel=xlabel)
+        ax.grid(False)
+    axes[0].set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.colorbar(image, ax=list(axes), shrink=0.9, label=r"$\log_{10}\,Z/Z(0,0)$",
+                 ticks=matplotlib.ticker.MaxNLocator(6, steps=[1, 2, 5, 10]))
+    return fig, axes

@@ -1,4 +1,5 @@
-"""Interval estimates and paired tests for the book's counts over seeds and test sets.
+"""Summaries of the book's results over seeds: interval estimates, paired tests and
+descriptive statistics.
 
 * ``wilson_interval``: a confidence interval for one proportion (k successes of m).
 * ``paired_table`` / ``mcnemar_exact``: two methods run on the same m problems; the
@@ -6,14 +7,19 @@
   which uses only the discordant pairs.
 * ``rare_event_bound``: an upper confidence bound on a probability from k events in m
   trials (Clopper-Pearson), e.g. "0 of 300 pairs showed it".
+* ``median_range_by``: median, minimum and maximum of a value per group (e.g. per width
+  ratio).
+* ``mean_row_cosine``: how aligned the rows of token matrices are.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+import torch
 from scipy.stats import binom, norm
 
 __all__ = [
@@ -22,6 +28,8 @@ __all__ = [
     "paired_table",
     "mcnemar_exact",
     "rare_event_bound",
+    "median_range_by",
+    "mean_row_cosine",
 ]
 
 
@@ -155,3 +163,32 @@ def rare_event_bound(events: int, trials: int, confidence: float = 0.95) -> floa
     from scipy.stats import beta
 
     return float(beta.ppf(confidence, k + 1, m - k))
+
+
+def median_range_by(
+    groups: Sequence[float], values: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct group key (ascending): (keys, median, min, max) of the values in that group.
+
+    ``groups`` and ``values``: sequences of equal, non-zero length (e.g. one entry per run).
+    """
+    groups, values = np.asarray(groups, dtype=float), np.asarray(values, dtype=float)
+    if groups.ndim != 1 or groups.shape != values.shape or groups.size == 0:
+        raise ValueError(
+            f"groups and values must be 1-D of the same non-zero length, got shapes "
+            f"{groups.shape} and {values.shape}"
+        )
+    keys = np.unique(groups)
+    parts = [values[groups == key] for key in keys]
+    return (keys, np.array([np.median(p) for p in parts]), np.array([p.min() for p in parts]),
+            np.array([p.max() for p in parts]))
+
+
+def mean_row_cosine(M: torch.Tensor) -> float:
+    """Mean cosine similarity between distinct rows of each (n, D) matrix of M: (..., n, D), n >= 2,
+    averaged over the matrices."""
+    if not isinstance(M, torch.Tensor) or M.dim() < 2 or M.shape[-2] < 2:
+        raise ValueError(f"M must be a tensor of shape (..., n, D) with n >= 2, got {getattr(M, 'shape', M)!r}")
+    U = torch.nn.functional.normalize(M, dim=-1)
+    n = M.shape[-2]
+    return ((U @ U.transpose(-1, -2)).sum((-1, -2)) - n).mean().item() / (n * (n - 1))

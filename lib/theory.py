@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .batched import BatchedAttentionLayer
+from .gradients import loss_and_gradients
 from .model import AttentionLayer
 from .validation import check_positive_float, check_tensor
 
@@ -40,6 +41,7 @@ __all__ = [
     "batched_gram_extremes",
     "sigma_min_wo",
     "ValueModes",
+    "pl_ratio",
 ]
 
 
@@ -269,3 +271,11 @@ class ValueModes:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if self.gap(lr, mid) > tol else (lo, mid)
         return hi
+
+
+def pl_ratio(model: AttentionLayer, X: torch.Tensor, Y: torch.Tensor, W_V: torch.Tensor, f_star: float) -> float:
+    """||grad_{W_V} f||^2 / (2 (f - f*)) at the value weights W_V (the other weights as in
+    ``model``, which is not modified). The PL inequality of the W_V-only problem says this is
+    >= mu (``predicted_rate(...).mu``) wherever f > f*."""
+    loss, grads = loss_and_gradients(model, X, Y, "W_V", at={"W_V": W_V})
+    return float((grads["W_V"] ** 2).sum()) / (2 * (loss - f_star))

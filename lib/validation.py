@@ -14,6 +14,7 @@ __all__ = [
     "check_finite",
     "check_choice",
     "check_seed",
+    "check_names",
 ]
 
 #: Seeds are what torch.Generator.manual_seed and numpy accept alike: 0 <= seed < 2**32.
@@ -96,3 +97,24 @@ def check_seed(value: object, name: str = "seed") -> int:
             f"{name} must be a non-negative integer below 2**32, got {value!r} ({type(value).__name__})"
         )
     return int(value)
+
+
+def check_names(module: object, names: Sequence[str] | str, what: str = "names") -> tuple[str, ...]:
+    """The parameter names as a tuple: at least one, each a parameter of ``module``, none repeated.
+
+    A single string counts as one name. Unknown names raise ``ValueError`` listing the valid ones.
+    """
+    from torch import nn
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(module).__name__}")
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names:
+        raise ValueError(f"{what} must name at least one parameter")
+    valid = dict(module.named_parameters())
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"unknown name {name!r} in {what}; valid: {', '.join(valid)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must not repeat a name, got {names}")
+    return names

@@ -363,3 +363,17 @@ def test_per_model_loss_equals_single_model_losses(shared):
         assert _rel(losses[m].item(), squared_loss(layer(Xm), Ym).item()) <= TOL
     with pytest.raises(TypeError, match="BatchedAttentionLayer"):
         per_model_loss(model.layer(0), X, Y)
+
+
+def test_train_layers_equals_train_batched_and_leaves_the_layers_unchanged():
+    from lib.batched import train_layers
+
+    problems, X, Y = _problems(3, 4, 3, 5)
+    layers = [AttentionLayer(5, seed=s, device=CPU) for s in (1, 2, 3)]
+    before = [layer.W_Q.detach().clone() for layer in layers]
+    trained, history = train_layers(layers, X, Y, steps=5, lr=[0.1, 0.2, 0.3], trainable=("W_Q",))
+    reference = BatchedAttentionLayer.from_layers(layers)
+    expected = train_batched(reference, X, Y, steps=5, lr=[0.1, 0.2, 0.3], trainable=("W_Q",))
+    assert np.array_equal(history.loss, expected.loss) and len(trained) == 3
+    for m, layer in enumerate(trained):
+        assert torch.equal(layer.W_Q, reference.W_Q[m]) and torch.equal(layers[m].W_Q, before[m])

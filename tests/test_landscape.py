@@ -1,6 +1,8 @@
 """Tests of lib.landscape: filter-normalised directions, 1-D/2-D slices, roughness measures."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -197,3 +199,64 @@ def test_rugged_surfaces_score_higher():
     a, b = roughness(smooth), roughness(rugged)
     assert b["num_local_minima"] > a["num_local_minima"] == 1
     assert b["total_variation"] > a["total_variation"] and b["laplacian"] > a["laplacian"]
+
+
+# ------------------------------------------------------------ attention-layer helpers
+def _attention_setup(kernel="softmax", seed=0):
+    from lib.data import teacher_problem
+    from lib.model import AttentionLayer
+
+    problem = teacher_problem(3, 4, 3, kernel=kernel, seed=seed, device="cpu")
+    return AttentionLayer(3, kernel=kernel, seed=seed + 5, device="cpu"), problem.X, problem.Y
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+def test_attention_plane_equals_slice_2d(kernel):
+    from lib.landscape import attention_plane
+
+    layer, X, Y = _attention_setup(kernel)
+    centre = get_params(layer, ("W_Q", "W_K", "W_V"))
+    d1, d2 = random_direction(centre, seed=1), random_direction(centre, seed=2)
+    alphas, Z = attention_plane(layer, X, Y, d1, d2, span=(-0.5, 1.0), num=5)
+    a_ref, _, Z_ref = slice_2d(model_loss_fn(layer, X, Y), centre, d1, d2, span=(-0.5, 1.0), num=5)
+    assert np.array_equal(alphas, a_ref) and np.allclose(Z, Z_ref, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="unknown parameter name 'W_X' in dir1"):
+        attention_plane(layer, X, Y, {"W_X": d1["W_Q"]}, d2)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+def test_symmetry_directions_leave_the_loss_unchanged_to_first_order(kernel):
+    from lib.hessian import flatten_params, loss_of_params
+    from lib.landscape import symmetry_directions
+
+    layer, X, Y = _attention_setup(kernel)
+    names = ("W_Q", "W_K", "W_V")
+    U = symmetry_directions(layer, names)
+    d = layer.d
+    assert U.shape == (flatten_params(layer, names).numel(), d * d if kernel == "softmax" else d * (d - 1) // 2)
+    assert torch.allclose(U.T @ U, torch.eye(U.shape[1], dtype=U.dtype), atol=1e-12)
+    grad = torch.func.grad(loss_of_params(layer, X, Y, names))(flatten_params(layer, names))
+    assert float((U.T @ grad).abs().max()) <= 1e-10 * float(grad.norm())
+    with pytest.raises(ValueError, match="one-head layer"):
+        symmetry_directions(layer, ("W_V", "W_Q", "W_K"))
+
+
+def test_quadratic_fit():
+    from lib.landscape import quadratic_fit
+
+    t = np.linspace(-1, 2, 9)
+    coef, residual = quadratic_fit(t, 3 * t**2 - t + 2)
+    assert np.allclose(coef, [3, -1, 2]) and residual < 1e-12
+    assert quadratic_fit(t, np.abs(t))[1] > 1e-2
+    with pytest.raises(ValueError, match="same length >= 3"):
+        quadratic_fit(t[:2], t[:2])
+
+
+def test_roughness_convexity_relief_and_boundary():
+    a = np.linspace(-1, 1, 11)
+    bowl = 1.0 + a[:, None] ** 2 + a[None, :] ** 2
+    r = roughness(bowl)
+    assert r["non_convex_fraction"] == 0.0 and math.isclose(r["relief"], 2.0)
+    assert math.isclose(r["boundary_ratio"], 2.0)  # the edge minimum 1 + 1 over the centre 1
+    saddle = 5.0 + a[:, None] ** 2 - a[None, :] ** 2
+    assert roughness(saddle)["non_convex_fraction"] == 1.0

@@ -329,3 +329,16 @@ def test_sizes_must_be_positive_integers(arg, value, error):
 def test_extra_repr_names_the_configuration():
     text = repr(layer(3, H=2, kernel="gaussian"))
     assert "H=2" in text and "kernel='gaussian'" in text
+
+
+def test_copy_keeps_settings_and_weights_and_can_switch_the_kernel():
+    layer = AttentionLayer(4, H=2, d=3, d_out=2, kernel="gaussian", gamma=0.3, init="orthogonal",
+                           qk_scale=0.5, seed=3, device="cpu")
+    twin = layer.copy()
+    assert twin is not layer and repr(twin) == repr(layer) and twin.gamma == 0.3
+    for name in ("W_Q", "W_K", "W_V", "W_O"):
+        assert torch.equal(getattr(twin, name), getattr(layer, name))
+        assert getattr(twin, name).data_ptr() != getattr(layer, name).data_ptr()
+    other = layer.copy(kernel="softmax")
+    assert other.kernel == "softmax" and layer.kernel == "gaussian"
+    assert torch.equal(other.W_Q, layer.W_Q)

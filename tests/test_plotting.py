@@ -150,3 +150,17 @@ def test_kernel_matrix_rejects_non_square(shape):
     fig, ax = new_figure()
     with pytest.raises(ValueError, match="S must be a square"):
         plot_kernel_matrix(ax, np.ones(shape))
+
+
+def test_plot_log_contours_shares_one_scale():
+    from lib.plotting import plot_log_contours
+
+    a = np.linspace(-1, 1, 9)
+    bowl = 1 + a[:, None] ** 2 + a[None, :] ** 2
+    fig, axes = plot_log_contours([("one", "#000000", a, bowl), ("two", "#0072B2", a, 3 * bowl)],
+                                  (-1, 1), "alpha", "beta", marks=[(-1, -1, "wo")])
+    assert len(axes) == 2 and axes[0].get_title() == "one" and axes[1].get_xlabel() == "alpha"
+    assert len(fig.axes) == 3  # two panels and the colour bar
+    assert fig.get_facecolor()[3] == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        plot_log_contours([], (-1, 1), "a", "b")

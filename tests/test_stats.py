@@ -83,3 +83,30 @@ def test_rare_event_bound():
     assert rare_event_bound(5, 5) == 1.0
     with pytest.raises(ValueError, match="events"):
         rare_event_bound(6, 5)
+
+
+def test_median_range_by_groups():
+    from lib.stats import median_range_by
+
+    keys, med, lo, hi = median_range_by([2, 1, 2, 1, 2], [5.0, 1.0, 3.0, 2.0, 4.0])
+    assert keys.tolist() == [1.0, 2.0] and med.tolist() == [1.5, 4.0]
+    assert lo.tolist() == [1.0, 3.0] and hi.tolist() == [2.0, 5.0]
+    with pytest.raises(ValueError, match="same non-zero length"):
+        median_range_by([1, 2], [1.0])
+
+
+def test_mean_row_cosine():
+    import torch
+
+    from lib.stats import mean_row_cosine
+
+    same = torch.ones(3, 4, 5, dtype=torch.float64)  # identical rows: cosine 1
+    assert abs(mean_row_cosine(same) - 1.0) < 1e-12
+    orthogonal = torch.eye(4, dtype=torch.float64).unsqueeze(0)
+    assert abs(mean_row_cosine(orthogonal)) < 1e-12
+    M = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    U = M / M.norm(dim=-1, keepdim=True)
+    pairs = [(U[b, i] @ U[b, j]).item() for b in range(2) for i in range(3) for j in range(3) if i != j]
+    assert abs(mean_row_cosine(M) - np.mean(pairs)) < 1e-12
+    with pytest.raises(ValueError, match="n >= 2"):
+        mean_row_cosine(torch.ones(1, 4))

@@ -302,3 +302,20 @@ def test_value_modes_closed_form_equals_gd_on_values(kernel, N):
     assert modes.worst_factor(lr) <= (1 - modes.mu / modes.L) ** 2 + 1e-12
     with pytest.raises(ValueError, match="Y must have shape"):
         ValueModes(model, X, Y[:, :2])
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
+def test_pl_ratio_is_at_least_mu_and_tight_in_the_slowest_direction(kernel):
+    from lib.theory import pl_ratio
+
+    model = layer(8, H=2, kernel=kernel, seed=13)
+    X, Y = randn(6, 4, 8, seed=12), randn(6, 4, 8, seed=14)
+    bound, opt = predicted_rate(model, X, 1.0), optimal_values(model, X, Y)
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(20):
+        W_V = torch.randn(model.W_V.shape, generator=gen, dtype=torch.float64) / math.sqrt(8)
+        assert pl_ratio(model, X, Y, W_V, opt.loss) >= bound.mu * (1 - 1e-9)
+    _, sv, Vh = torch.linalg.svd(values_jacobian(model, X), full_matrices=False)
+    v = Vh[int((sv > 1e-10 * sv[0]).sum()) - 1].reshape(model.W_V.shape)
+    tight = pl_ratio(model, X, Y, opt.W_V + v / math.sqrt(bound.mu), opt.loss) / bound.mu
+    assert abs(tight - 1) <= 1e-6
