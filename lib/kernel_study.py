@@ -45,6 +45,7 @@ __all__ = [
     "softmax_loss_bound",
     "outcome_summary",
     "format_outcome_table",
+    "format_record_table",
 ]
 
 
@@ -249,4 +250,31 @@ def format_outcome_table(
                 f"{t.p_value:.2g}"
             )
         lines.append(row)
+    return "\n".join(lines)
+
+
+def format_record_table(record: Mapping, variants: Sequence[str]) -> str:
+    """One line per cell of a recorded study (``scripts/record_attention_only.py``): sizes,
+    scale, number of problems, reached after the longer budget per variant, the paired
+    counts only-reference / only-this with the McNemar p of every other variant, and the
+    number of reference runs stalled at finite weights."""
+    lines = [
+        f"{'N':>2s} {'D':>3s} {'trains':9s} {'scale':>5s} {'M':>4s}  reached ("
+        + " / ".join(variants)
+        + ");\n"
+        + f"{'':28s}paired only-{variants[0]} / only-other, p; {variants[0]} stalled finite"
+    ]
+    for c in record["cells"]:
+        s = c["budget_x10"]
+        pairs = "; ".join(
+            f"{s[g]['paired']['only_reference']}/{s[g]['paired']['only_this']}, "
+            f"p = {s[g]['paired']['p_value']:.1g}"
+            for g in variants[1:]
+        )
+        lines.append(
+            f"{c['N']:2d} {c['D']:3d} {'+'.join(c['trainable']):9s} {c['scale']:5.2f} "
+            f"{c['M']:4d}  "
+            + " / ".join(str(s[v]["counts"]["reached"]) for v in variants)
+            + f";  {pairs};  {s[variants[0]]['counts']['stalled-finite']}"
+        )
     return "\n".join(lines)

@@ -216,3 +216,14 @@ def test_softmax_loss_bound_and_table():
     )
     text = format_outcome_table({"softmax": o, "other": o})
     assert "stalled-infinity" in text and "p = 1" in text
+
+
+def test_format_record_table():
+    from lib.kernel_study import format_record_table
+
+    cell = {"N": 2, "D": 16, "M": 5, "scale": 1.0, "trainable": ["W_Q"], "budget_x10": {
+        "softmax": {"counts": {"reached": 5, "stalled-finite": 0}},
+        "gaussian": {"counts": {"reached": 3}, "paired": {"only_reference": 2, "only_this": 0,
+                                                        "p_value": 0.5}}}}
+    text = format_record_table({"cells": [cell]}, ["softmax", "gaussian"])
+    assert "5 / 3" in text and "2/0, p = 0.5" in text
