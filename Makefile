@@ -7,7 +7,10 @@
 #               _build/executed/), then the strict HTML build from those executed copies
 #               (scripts/build_book.py: no second execution, any warning fails), then every
 #               built page in headless Chromium (browser/test_pages.py; needs /usr/bin/chromium)
-#   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster)
+#   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster), and
+#               one training step of lib.classifier against torch.nn.TransformerEncoder and
+#               Gaussian against Softmax (benchmarks/step_time.py); prints every ratio, fails
+#               when a target is missed (after running both)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
 #   make lock   regenerate constraints.txt from .venv
 #   make clean  remove build products (keeps .venv); make distclean also removes .venv
@@ -67,7 +70,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest browser -n 0
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/batched_vs_loop.py
+	status=0; $(BIN)/python benchmarks/batched_vs_loop.py || status=1; \
+	  $(BIN)/python benchmarks/step_time.py || status=1; exit $$status
 
 strip: $(STAMP)
 	$(BIN)/python scripts/strip_outputs.py chapters/*.ipynb
