@@ -92,3 +92,10 @@ def test_gaussian_bound_and_softmax_limit():
     assert lim["collide"].shape == (6,)
     zero = lim["lambda_inf"] <= 1e-12 * lim["lambda_max_inf"]
     assert np.array_equal(zero, lim["collide"])
+
+
+def test_value_block_pl_ratios():
+    from lib.training_paths import value_block_pl_ratios
+
+    low, tight = value_block_pl_ratios("softmax", trials=3, device="cpu")
+    assert low >= 1 - 1e-9 and abs(tight - 1) <= 1e-8
