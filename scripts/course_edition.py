@@ -270,7 +270,7 @@ def build_html(dest: Path) -> None:
                 path):
             (staged / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, staged / path.relative_to(ROOT))
-    import build_book  # scripts/build_book.py: the assets and MathJax of the reader book
+    import build_book  # scripts/build_book.py: the reader book's assets and MathJax
     for name in build_book.ASSET_DIRS:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, staged / name,
@@ -278,7 +278,7 @@ def build_html(dest: Path) -> None:
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     try:
         build_book.fetch_mathjax.install(staged / "_mathjax")
-    except Exception as exc:  # offline without the package: MathJax from its default CDN
+    except Exception as exc:  # offline, no package: MathJax from its default CDN
         print(f"course_edition: MathJax not bundled ({exc})", file=sys.stderr)
         for key in ("mathjax_path", "html_extra_path"):
             config.get("sphinx", {}).get("config", {}).pop(key, None)
