@@ -16,15 +16,18 @@ import numpy as np
 import torch
 
 from .device import get_device
+from .validation import check_seed
 
 __version__ = "0.1.0"
 __all__ = ["set_seed", "get_device", "__version__"]
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA).
+
+    The seed is checked before any generator is touched: an integer in [0, 2**32).
+    """
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

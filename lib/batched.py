@@ -38,8 +38,16 @@ from torch import nn
 
 from .attention import default_gamma, get_kernel
 from .model import WEIGHT_NAMES, AttentionLayer
-from .trainer import GDConfig, History, TrainingError, progress_bar
-from .validation import check_choice, check_positive_float, check_positive_int, check_tensor
+from .trainer import GDConfig, History, TrainingError, non_finite_message, progress_bar
+from .validation import (
+    check_choice,
+    check_int,
+    check_names,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = [
     "BatchedAttentionLayer",
@@ -67,6 +75,14 @@ IMPLEMENTATIONS = {
 _BROADCAST_KERNELS = ("softmax", "gaussian", "gaussian_normalized")
 _BROADCAST_MAX_ELEMENTS = 2**22
 _BROADCAST_MAX_TOKENS = 32
+
+
+def model_index(m: object, M: int) -> int:
+    """``m`` as an index in [0, M) (negative values count from the end, as for lists)."""
+    m = check_int(m, "m (a model index)")
+    if not -M <= m < M:
+        raise IndexError(f"model index {m} out of range for M = {M}")
+    return m % M
 
 
 def _per_model_floats(value: object, M: int, name: str) -> list[float]:
@@ -147,8 +163,10 @@ class BatchedAttentionLayer(nn.Module):
             if len(seed_list) != M:
                 raise ValueError(f"seeds must have one entry per model (M = {M}), got {len(seed_list)}")
             for s in seed_list:
-                if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                    raise ValueError(f"seeds must be non-negative integers, got {s!r}")
+                try:
+                    check_seed(s, "seeds")
+                except ValueError:
+                    raise ValueError(f"seeds must be non-negative integers below 2**32, got {s!r}") from None
         layers = [
             AttentionLayer(
                 D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, gamma=gamma, init=init,
@@ -206,11 +224,7 @@ class BatchedAttentionLayer(nn.Module):
 
     def layer(self, m: int) -> AttentionLayer:
         """A new ``AttentionLayer`` holding (a copy of) model m's weights."""
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-            raise TypeError(f"m must be an integer model index, got {type(m).__name__}")
-        if not -self.M <= m < self.M:
-            raise IndexError(f"model index {m} out of range for M = {self.M}")
-        m = int(m) % self.M
+        m = model_index(m, self.M)
         layer = AttentionLayer(
             self.D, H=self.H, d=self.d, d_v=self.d_v, d_out=self.d_out, kernel=self.kernel, gamma=self.gamma,
             init=self.init if self.init != "mixed" else "lecun", qk_scale=self.qk_scales[m], seed=0,
@@ -233,7 +247,7 @@ class BatchedAttentionLayer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _check_input(self, X: torch.Tensor) -> torch.Tensor:
-        check_tensor(X, "X", ndim=(3, 4), finite=False)
+        check_tensor(X, "X", ndim=(3, 4), finite=False, nonempty=True)
         if X.dim() == 3:
             check_tensor(X, "X", shape=(None, None, self.D))
         else:
@@ -307,7 +321,7 @@ class BatchedAttentionLayer(nn.Module):
         T = (W @ Xp).view(M, H, width, n, N)  # queries, keys, values: [m, h, feature, i, b]
         Q, K, V = T.split([d, d, d_v], dim=2)
         if self.kernel == "softmax":
-            scores = (Q.unsqueeze(4) * K.unsqueeze(3)).sum(2) / math.sqrt(d)  # (M, H, n, n, N)
+            scores = ((Q * (1.0 / math.sqrt(d))).unsqueeze(4) * K.unsqueeze(3)).sum(2)  # (M, H, n, n, N)
             S = torch.softmax(scores, dim=3)
         else:
             # As lib.attention.pairwise_sq_distances: centre, expand ||q||^2 + ||k||^2 - 2 q.k, clamp at 0.
@@ -342,7 +356,7 @@ class BatchedAttentionLayer(nn.Module):
             Q, K, V = T.split([d, d, d_v], dim=2)  # [m, h, feature, token, sample]
             gaussian = self.kernel != "softmax"
             if not gaussian:
-                S = torch.softmax((Q.unsqueeze(4) * K.unsqueeze(3)).sum(2) / math.sqrt(d), dim=3)
+                S = torch.softmax(((Q * (1.0 / math.sqrt(d))).unsqueeze(4) * K.unsqueeze(3)).sum(2), dim=3)
             else:
                 gamma = default_gamma(d) if self.gamma is None else self.gamma
                 centre = 0.5 * (Q.mean(dim=3, keepdim=True) + K.mean(dim=3, keepdim=True))
@@ -494,11 +508,7 @@ class BatchedHistory:
 
     def run(self, m: int) -> History:
         """Model m's record as a ``lib.trainer.History`` (the structure a single ``train`` run returns)."""
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-            raise TypeError(f"m must be an integer model index, got {type(m).__name__}")
-        if not -self.M <= m < self.M:
-            raise IndexError(f"model index {m} out of range for M = {self.M}")
-        m = int(m) % self.M
+        m = model_index(m, self.M)
         last = int(self.stopped_at[m]) + 1
         history = History(
             loss=self.loss[:last, m].tolist(),
@@ -613,12 +623,7 @@ def train_batched(
         config = dataclasses.replace(config, lr=lrs[0])
     _check_data(model, X, Y)
     named = dict(model.named_parameters())
-    for name in config.trainable:
-        if name not in named:
-            raise ValueError(f"unknown name {name!r} in trainable; valid: {', '.join(named)}")
-    names = list(config.trainable)
-    if len(set(names)) != len(names):
-        raise ValueError(f"trainable must not repeat a name, got {config.trainable}")
+    names = list(check_names(model, config.trainable, "trainable"))
     params = [named[name] for name in names]
     dtype, device = model.W_Q.dtype, model.W_Q.device
     N = X.shape[-3]
@@ -710,10 +715,8 @@ def train_batched(
             failures = []
             for m in np.flatnonzero(non_finite):
                 bad = [n for n, g in zip(names, flat) if not bool(torch.isfinite(g[m]).all())]
-                value = float(values[m])
-                what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient of {', '.join(bad)} is not finite"
                 status[m] = "non_finite"
-                messages[m] = f"training stopped at step {step}: {what} (lr={lrs[m]})"
+                messages[m] = non_finite_message(step, float(values[m]), bad, lrs[m])
                 failures.append(m)
             for m in np.flatnonzero(diverged):
                 status[m] = "diverged"

@@ -18,7 +18,7 @@ import torch
 from .batched import BatchedAttentionLayer
 from .device import get_device
 from .model import AttentionLayer
-from .validation import check_positive_float, check_positive_int
+from .validation import check_float_dtype, check_positive_float, check_positive_int, check_seed
 
 __all__ = [
     "random_inputs",
@@ -33,9 +33,7 @@ __all__ = [
 
 
 def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 def random_inputs(
@@ -48,10 +46,14 @@ def random_inputs(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """X: (N, n, D) with i.i.d. N(0, scale^2) entries, drawn from a local generator."""
+    """X: (N, n, D) with i.i.d. N(0, scale^2) entries, drawn from a local generator.
+
+    ``dtype`` must be a floating type (the draws are Gaussian; an integer type would truncate them).
+    """
     for name, value in (("N", N), ("n", n), ("D", D)):
         check_positive_int(value, name)
     check_positive_float(scale, "scale")
+    check_float_dtype(dtype)
     X = torch.randn(N, n, D, generator=_generator(seed), dtype=torch.float64) * scale
     return X.to(dtype=dtype, device=get_device() if device is None else device)
 

@@ -29,7 +29,14 @@ from torch.func import functional_call
 
 from .batched import BatchedAttentionLayer, per_model_loss
 from .model import WEIGHT_NAMES, squared_loss
-from .validation import check_positive_float, check_positive_int, check_seed, check_tensor
+from .validation import (
+    check_names,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = [
     "flatten_params",
@@ -60,20 +67,7 @@ def _quiet_torch_internals() -> Iterator[None]:
 
 
 def _names(model: nn.Module, names: Sequence[str] | str) -> tuple[str, ...]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    if not names:
-        raise ValueError("names (the trainable weights) must name at least one parameter")
-    named = dict(model.named_parameters())
-    for name in names:
-        if name not in named:
-            raise ValueError(f"unknown parameter name {name!r}; valid: {', '.join(named)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"parameter names must be distinct, got {names}")
-    return names
+    return check_names(model, names, "names (the trainable weights)", noun="parameter name")
 
 
 def flatten_params(model: nn.Module, names: Sequence[str] | str) -> torch.Tensor:
@@ -331,9 +325,11 @@ def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str,
     largest_abs = float(eigs.abs().max())
     if tol is None:
         tol = 1e-8 * largest_abs
-    elif isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    tol = float(tol)
+    else:
+        try:
+            tol = check_number(tol, "tol", 0.0)
+        except (TypeError, ValueError):
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}") from None
     num_negative = int((eigs < -tol).sum())
     num_zero = int((eigs.abs() <= tol).sum())
     return {

@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from .batched import BatchedAttentionLayer, per_model_loss
 from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
-from .validation import check_positive_int
+from .validation import check_names, check_positive_int, check_seed
 
 __all__ = [
     "Params",
@@ -65,10 +65,7 @@ def get_params(module: nn.Module, names: Iterable[str] | None = None) -> Params:
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     named = dict(module.named_parameters())
-    names = list(named) if names is None else list(names)
-    for name in names:
-        if name not in named:
-            raise ValueError(f"unknown parameter name {name!r}; valid: {', '.join(named)}")
+    names = list(named) if names is None else check_names(module, list(names), noun="parameter name")
     return {name: named[name].detach().clone() for name in names}
 
 
@@ -178,8 +175,7 @@ def random_direction(
     the axes given in ``dims[name]``). 0-D/1-D parameters are set to zero unless ``keep_1d`` (then the
     whole vector is one filter). Without ``filter_normalize`` the raw Gaussian draw is returned.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     _check_params(params, "params")
     gen = torch.Generator().manual_seed(seed)
     direction: Params = {}

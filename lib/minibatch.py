@@ -30,7 +30,14 @@ from torch import nn
 from . import set_seed
 from .attention import get_kernel
 from .trainer import TrainingError, progress_bar, report_failure
-from .validation import check_choice, check_positive_float, check_positive_int
+from .validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 
 __all__ = [
     "MinibatchConfig",
@@ -46,22 +53,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 EMA_DECAY = 0.9  # smoothing of the training loss for the divergence test
-
-
-def _nonneg_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _number(value: object, name: str, lo: float, hi: float, hi_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    ok = lo <= value < hi if hi_open else lo <= value <= hi
-    if not ok:
-        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {value}")
-    return value
 
 
 @dataclass
@@ -108,21 +99,21 @@ class MinibatchConfig:
             raise TypeError(f"optimizer must be a str, one of {list(OPTIMIZERS)}, got {type(self.optimizer).__name__}")
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         self.lr = check_positive_float(self.lr, "lr (the learning rate)")
-        self.momentum = _number(self.momentum, "momentum", 0.0, 1.0)
+        self.momentum = check_number(self.momentum, "momentum", 0.0, 1.0, high_open=True)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError(f"momentum applies to optimizer='sgd' only (Adam uses betas), got {self.momentum}")
-        self.weight_decay = _number(self.weight_decay, "weight_decay", 0.0, math.inf)
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", 0.0, math.inf)
         if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        self.betas = (_number(self.betas[0], "betas[0]", 0.0, 1.0), _number(self.betas[1], "betas[1]", 0.0, 1.0))
+        self.betas = tuple(check_number(b, f"betas[{i}]", 0.0, 1.0, high_open=True) for i, b in enumerate(self.betas))
         check_positive_int(self.batch_size, "batch_size")
-        _nonneg_int(self.steps, "steps")
+        check_int(self.steps, "steps", 0)
         check_positive_int(self.eval_every, "eval_every")
         check_positive_int(self.eval_batch_size, "eval_batch_size")
-        _nonneg_int(self.train_eval_size, "train_eval_size")
+        check_int(self.train_eval_size, "train_eval_size", 0)
         if self.grad_clip is not None:
             self.grad_clip = check_positive_float(self.grad_clip, "grad_clip")
-        _nonneg_int(self.seed, "seed")
+        check_seed(self.seed)
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be True or False, got {self.progress!r}")
         check_choice(self.on_failure, "on_failure", ["warn", "raise"])

@@ -19,7 +19,16 @@ from torch import nn
 
 from .attention import get_kernel
 from .device import get_device
-from .validation import check_choice, check_positive_float, check_positive_int, check_tensor
+from .validation import (
+    check_choice,
+    check_device,
+    check_float_dtype,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = ["AttentionLayer", "squared_loss", "INIT_SCHEMES", "WEIGHT_NAMES"]
 
@@ -76,11 +85,11 @@ class AttentionLayer(nn.Module):
         self.d_out = check_positive_int(D if d_out is None else d_out, "d_out")
         self.set_kernel(kernel, gamma)
         check_choice(init, "init", list(INIT_SCHEMES))
-        if qk_scale != 0:
-            check_positive_float(abs(qk_scale), "qk_scale")
-        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        device = get_device() if device is None else torch.device(device)
+        qk_scale = check_number(qk_scale, "qk_scale")
+        if seed is not None:
+            check_seed(seed)
+        check_float_dtype(dtype)
+        device = get_device() if device is None else check_device(device)
         shapes = {
             "W_Q": (self.H, self.D, self.d),
             "W_K": (self.H, self.D, self.d),
@@ -105,7 +114,7 @@ class AttentionLayer(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
         """Re-draw every weight with the layer's ``init`` scheme (seeded when ``seed`` is given)."""
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = torch.Generator().manual_seed(check_seed(seed)) if seed is not None else None
 
         def normal(shape: tuple[int, ...], std: float) -> torch.Tensor:
             return torch.randn(shape, generator=gen, dtype=torch.float64) * std
@@ -171,7 +180,7 @@ class AttentionLayer(nn.Module):
 
     def _check_input(self, X: torch.Tensor) -> torch.Tensor:
         self._check_weights()
-        check_tensor(X, "X", shape=(None, None, self.D))
+        check_tensor(X, "X", shape=(None, None, self.D), nonempty=True)
         if X.dtype != self.W_Q.dtype:
             raise TypeError(f"X has dtype {X.dtype} but the layer's weights are {self.W_Q.dtype}; convert X with .to()")
         if X.device != self.W_Q.device:
@@ -203,8 +212,8 @@ class AttentionLayer(nn.Module):
 
 def squared_loss(prediction: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """f = 1/(2N) sum_i ||prediction_i - Y_i||_F^2. prediction, Y: (N, n, d_out) -> scalar."""
-    check_tensor(prediction, "prediction", ndim=3, finite=False)
-    check_tensor(Y, "Y", ndim=3)
+    check_tensor(prediction, "prediction", ndim=3, finite=False, nonempty=True)
+    check_tensor(Y, "Y", ndim=3, nonempty=True)
     if prediction.shape != Y.shape:
         raise ValueError(f"Y must have the prediction's shape {tuple(prediction.shape)}, got {tuple(Y.shape)}")
     N = prediction.shape[0]

@@ -22,9 +22,19 @@ import torch
 from torch import nn
 
 from .model import squared_loss
-from .validation import check_choice, check_positive_float, check_tensor
+from .validation import check_choice, check_int, check_names, check_number, check_positive_float, check_tensor
 
-__all__ = ["GDConfig", "History", "StepState", "TrainingError", "train", "check_trainable", "report_failure", "progress_bar"]
+__all__ = [
+    "GDConfig",
+    "History",
+    "StepState",
+    "TrainingError",
+    "train",
+    "check_trainable",
+    "report_failure",
+    "non_finite_message",
+    "progress_bar",
+]
 
 
 class TrainingError(RuntimeError):
@@ -55,20 +65,17 @@ class GDConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        self.steps = check_int(self.steps, "steps", minimum=0)
         self.lr = check_positive_float(self.lr, "lr (the step size)")
         if isinstance(self.trainable, str):
             self.trainable = (self.trainable,)
         self.trainable = tuple(self.trainable)
         if not self.trainable:
             raise ValueError("trainable must name at least one weight matrix")
-        if isinstance(self.loss_tol, bool) or not isinstance(self.loss_tol, (int, float)) or not self.loss_tol >= 0:
-            raise ValueError(f"loss_tol must be a number >= 0, got {self.loss_tol!r}")
+        self.loss_tol = check_number(self.loss_tol, "loss_tol", 0.0)
         self.divergence_factor = check_positive_float(self.divergence_factor, "divergence_factor")
         check_choice(self.on_failure, "on_failure", ["warn", "raise"])
-        if isinstance(self.callback_every, bool) or not isinstance(self.callback_every, int) or self.callback_every < 1:
-            raise ValueError(f"callback_every must be a positive integer, got {self.callback_every!r}")
+        self.callback_every = check_int(self.callback_every, "callback_every", minimum=1)
 
 
 @dataclass
@@ -117,14 +124,9 @@ class History:
 
 
 def check_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Parameter]:
-    """The parameters named in ``trainable``; an unknown name raises ``ValueError`` listing the valid ones."""
+    """The parameters named in ``trainable``; an unknown or repeated name raises ``ValueError``."""
     named = dict(model.named_parameters())
-    params = []
-    for name in trainable:
-        if name not in named:
-            raise ValueError(f"unknown name {name!r} in trainable; valid: {', '.join(named)}")
-        params.append(named[name])
-    return params
+    return [named[name] for name in check_names(model, tuple(trainable), "trainable")]
 
 
 def progress_bar(iterable: Iterable[int], enabled: bool, total: int, desc: str = "GD"):
@@ -156,8 +158,8 @@ def train(
         config = GDConfig(**overrides)
     elif overrides:
         config = dataclasses.replace(config, **overrides)
-    check_tensor(X, "X", ndim=3)
-    check_tensor(Y, "Y", ndim=3)
+    check_tensor(X, "X", ndim=3, nonempty=True)
+    check_tensor(Y, "Y", ndim=3, nonempty=True)
     if X.shape[0] != Y.shape[0] or X.shape[1] != Y.shape[1]:
         raise ValueError(
             f"X (N, n, D) and Y (N, n, d_out) must agree in N and n, got {tuple(X.shape)} and {tuple(Y.shape)}"
@@ -190,8 +192,7 @@ def train(
                         history.diagnostics.setdefault(key, []).append(float(item))
             if not finite:
                 bad = [n for n, g in zip(names, grads) if not bool(torch.isfinite(g).all())]
-                what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient of {', '.join(bad)} is not finite"
-                report_failure(history, config, "non_finite", f"training stopped at step {step}: {what} (lr={config.lr})")
+                report_failure(history, config, "non_finite", non_finite_message(step, value, bad, config.lr))
                 break
             if diverged:
                 report_failure(
@@ -217,6 +218,18 @@ def train(
         for name, p in model.named_parameters():
             p.requires_grad_(previous_flags[name])
     return history
+
+
+def non_finite_message(step: int, loss: float, bad_grads: Sequence[str], lr: float) -> str:
+    """Why training stopped on a non-finite loss or gradient. At step 0 no step was taken, so the
+    message says that the initial loss or gradient is not finite and the step size is not the cause."""
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient of {', '.join(bad_grads)} is not finite"
+    if step == 0:
+        return (
+            f"training stopped at step 0: {what} at the initial weights; no step was taken, so the "
+            f"step size (lr={lr}) is not the cause: check the data, the weights and the loss"
+        )
+    return f"training stopped at step {step}: {what} (lr={lr}; try a smaller step size)"
 
 
 def report_failure(history, config, status: str, message: str) -> None:
