@@ -15,9 +15,9 @@ from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
-from .batched import BatchedAttentionLayer
+from .batched_model import BatchedAttentionLayer
 from .device import get_device
-from .model import AttentionLayer
+from .model import AttentionLayer, LayerSettings
 from .validation import check_float_dtype, check_positive_float, check_positive_int, check_seed
 
 __all__ = [
@@ -105,12 +105,13 @@ def teacher_problem(
     **teacher_kwargs,
 ) -> RegressionProblem:
     """Inputs from ``seed`` and targets Y = teacher(X) from a teacher layer (seed ``teacher_seed``,
-    default seed + 1) with the given kernel and sizes; extra keyword arguments go to the teacher."""
+    default seed + 1) with the given kernel and sizes; extra keyword arguments (gamma, init,
+    qk_scale) go to the teacher's ``lib.model.LayerSettings``."""
     X = random_inputs(N, n, D, seed=seed, scale=input_scale, dtype=dtype, device=device)
-    teacher = AttentionLayer(
-        D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, seed=seed + 1 if teacher_seed is None else teacher_seed,
-        dtype=dtype, device=X.device, **teacher_kwargs,
-    )
+    qk_scale = teacher_kwargs.pop("qk_scale", 1.0)
+    settings = LayerSettings(D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, dtype=dtype,
+                             device=X.device, **teacher_kwargs)
+    teacher = settings.layer(qk_scale=qk_scale, seed=seed + 1 if teacher_seed is None else teacher_seed)
     with torch.no_grad():
         Y = teacher(X)
     return RegressionProblem(X, Y, teacher, realisable=True)

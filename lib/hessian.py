@@ -25,10 +25,9 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from .batched import BatchedAttentionLayer, per_model_loss
-from .model import WEIGHT_NAMES, squared_loss
+from .batched_model import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, functional_loss, squared_loss
 from .validation import (
     check_names,
     check_number,
@@ -115,16 +114,8 @@ def loss_of_params(
     ``torch.func.grad`` / ``hessian`` / ``jvp``.
     """
     names = _names(model, names)
-    if not isinstance(X, torch.Tensor) or not isinstance(Y, torch.Tensor):
-        raise TypeError("X and Y must be torch.Tensors")
-    fixed = {k: v.detach().clone() for k, v in model.named_parameters() if k not in names}
-    fixed.update({k: v.detach().clone() for k, v in model.named_buffers()})
-
-    def loss(vector: torch.Tensor) -> torch.Tensor:
-        params = unflatten_params(model, names, vector)
-        return loss_fn(functional_call(model, {**fixed, **params}, (X,)), Y)
-
-    return loss
+    loss_at = functional_loss(model, X, Y, loss_fn)
+    return lambda vector: loss_at(unflatten_params(model, names, vector))
 
 
 def full_hessian(

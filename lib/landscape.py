@@ -27,10 +27,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from .batched import BatchedAttentionLayer, per_model_loss
-from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
+from .batched_model import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, AttentionLayer, functional_loss, squared_loss
 from .validation import check_names, check_positive_int, check_seed
 
 __all__ = [
@@ -80,15 +79,11 @@ def model_loss_fn(
     ``params`` may hold any subset of the parameters; the others keep copies of their values at the
     time of this call. The model itself is never modified.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    base = {k: v.detach().clone() for k, v in model.named_parameters()}
-    base.update({k: v.detach().clone() for k, v in model.named_buffers()})
+    loss_at = functional_loss(model, X, Y, loss_fn)
 
     def loss(params: Mapping[str, torch.Tensor]) -> float:
-        _check_names(params, base, "params")
         with torch.no_grad():
-            return float(loss_fn(functional_call(model, {**base, **params}, (X,)), Y))
+            return float(loss_at(params))
 
     return loss
 

@@ -29,7 +29,19 @@ from torch import nn
 
 from . import set_seed
 from .attention import get_kernel
-from .trainer import TrainingError, progress_bar, report_failure
+from .training import (
+    FAILED,
+    INTERRUPTED,
+    MAX_STEPS,
+    NON_FINITE,
+    DIVERGED,
+    TrainingError,
+    divergence_message,
+    non_finite_message,
+    progress_bar,
+    report_failure,
+    resolve_config,
+)
 from .validation import (
     check_choice,
     check_int,
@@ -171,7 +183,7 @@ class ClassifierHistory:
     @property
     def failed(self) -> bool:
         """True when training diverged or produced non-finite values."""
-        return self.status in ("diverged", "non_finite")
+        return self.status in FAILED
 
     @property
     def final_test_acc(self) -> float:
@@ -333,12 +345,7 @@ def train_classifier(
     ``requires_grad`` are trained. Callbacks are called at every evaluation with an ``EvalState``
     and may return a dict of numbers, stored in ``history.diagnostics``.
     """
-    if config is None:
-        config = MinibatchConfig(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    if not isinstance(config, MinibatchConfig):
-        raise TypeError(f"config must be a MinibatchConfig, got {type(config).__name__}")
+    config = resolve_config(config, overrides, MinibatchConfig)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     X_tr, y_tr = _check_split(train, "train")
@@ -393,7 +400,7 @@ def train_classifier(
                 if step % config.eval_every == 0 or step == config.steps:
                     run_evaluation(step)
                 if step == config.steps:
-                    history.status = "max_steps"
+                    history.status = MAX_STEPS
                     history.message = f"ran all {config.steps} steps"
                     break
                 model.train()
@@ -412,10 +419,10 @@ def train_classifier(
                 history.train_loss.append(value)
                 history.train_acc.append(batch_acc)
                 history.grad_norm.append(gnorm)
+                lr = f"{config.lr}, optimizer={config.optimizer}"
                 if not math.isfinite(value) or not math.isfinite(gnorm):
                     what = f"the mini-batch loss is {value}" if not math.isfinite(value) else "a gradient is not finite"
-                    report_failure(history, config, "non_finite",
-                          f"training stopped at step {step}: {what} (optimizer={config.optimizer}, lr={config.lr})")
+                    report_failure(history, config, NON_FINITE, non_finite_message(step, value, [], lr, what))
                     break
                 if ema is None:
                     ema = value
@@ -423,9 +430,9 @@ def train_classifier(
                 else:
                     ema = EMA_DECAY * ema + (1 - EMA_DECAY) * value
                 if ema > config.divergence_factor * reference:
-                    report_failure(history, config, "diverged",
-                          f"training diverged at step {step}: smoothed loss {ema:.3e} > {config.divergence_factor:g} "
-                          f"x {reference:.3e} (optimizer={config.optimizer}, lr={config.lr}; try a smaller lr)")
+                    report_failure(history, config, DIVERGED, divergence_message(
+                        step, ema, config.divergence_factor, reference, lr, what="smoothed loss",
+                        reference_what="max(first loss, log of the number of classes)"))
                     break
                 if config.grad_clip is not None and gnorm > config.grad_clip:
                     scale = config.grad_clip / (gnorm + 1e-12)
@@ -436,7 +443,7 @@ def train_classifier(
         model.train(was_training)
         history.seconds = time.perf_counter() - start
         if history.status == "running":
-            history.status = "interrupted"
+            history.status = INTERRUPTED
             history.message = history.message or "training was interrupted"
     return history
 
