@@ -1,28 +1,15 @@
-"""Many independent attention layers evaluated in one batched computation.
+"""The batched attention layer: M independent copies of ``lib.model.AttentionLayer`` evaluated
+in one computation (the M models stacked along a leading axis of every weight).
 
-The seed studies of the book (how often does a kernel reach the global optimum? how does the rate
-depend on the step size?) train the same small layer from dozens of initialisations. Training them
-one at a time with ``lib.trainer.train`` costs one Python-level step per model and per iteration;
-here the M models are stacked along a leading axis and every GD step is a single set of batched
-tensor operations for all of them.
-
-    model = BatchedAttentionLayer(64, D=8, seeds=range(64))       # 64 copies of AttentionLayer
-    history = train_batched(model, X, Y, steps=200, lr=0.01)      # X: (N, n, D) or (64, N, n, D)
-    history.loss          # (steps_run + 1, 64) numpy array, NaN after a model stopped
-    history.run(3)        # model 3's record as a lib.trainer.History
-    train_batched(model, X, Y, steps=200, lr=[0.01, 0.02, ...])   # one step size per model
-
-Model m follows the trajectory ``lib.trainer.train`` produces for
-``AttentionLayer(..., seed=seeds[m], qk_scale=qk_scale[m])`` up to floating-point rounding (the
-sums are evaluated in a different order; the tests require agreement to 1e-10 in float64),
-including the stopping rules, which act per model: a model that reaches ``loss_tol``, diverges or
-produces non-finite values is frozen from that step on while the others continue.
+``BatchedAttentionLayer`` evaluates all models at once; ``per_model_loss`` gives their M losses.
+``lib.batched`` trains them (``train_batched``).
 
 Two evaluation layouts compute the same function (``IMPLEMENTATIONS``): batched matrix products
 with the kernels of ``lib.attention`` (GPUs, long sequences) and, on the CPU for short sequences, a
-broadcast layout in which training uses hand-derived gradients (checked against autograd in the
-tests). Where a sequence is short, a batched product of thousands of n x n matrices is dominated by
-per-matrix overhead; the broadcast layout turns it into a few vectorised elementwise operations.
+broadcast layout with one forward pass (``_broadcast_forward``) whose intermediates the
+hand-derived backward (``_broadcast_loss_and_grads``, checked against autograd in the tests)
+reuses. Where a sequence is short, a batched product of thousands of n x n matrices is dominated
+by per-matrix overhead; the broadcast layout turns it into a few vectorised elementwise operations.
 """
 from __future__ import annotations
 
@@ -33,13 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attention import default_gamma, get_kernel
+from .attention import default_gamma
 from .model import WEIGHT_NAMES, AttentionLayer, LayerSettings
 from .validation import (
     check_choice,
     check_int,
-    check_names,
-    check_positive_float,
     check_positive_int,
     check_seed,
     check_tensor,
@@ -130,12 +115,12 @@ class BatchedAttentionLayer(nn.Module):
 
     Args:
         M: number of models.
-        D, H, d, d_v, d_out, kernel, gamma, init: as for ``AttentionLayer`` (shared by all models).
+        D and the keyword settings H, d, d_v, d_out, kernel, gamma, init, dtype, device: a
+            ``lib.model.LayerSettings`` shared by all models (as for ``AttentionLayer``).
         qk_scale: one attention scale for all models, or one per model (a sequence of length M).
         seeds: one initialisation seed per model (length M). Model m then has exactly the weights of
             ``AttentionLayer(..., seed=seeds[m], qk_scale=qk_scale[m])``. None: the models draw from
             torch's global generator one after the other, as M successive ``AttentionLayer`` calls do.
-        dtype, device: parameter dtype and device (default float64, ``lib.get_device()``).
         impl: how the attention of all models is evaluated, one of ``IMPLEMENTATIONS`` ("auto" by
             default); every choice computes the same function (tested against ``AttentionLayer``).
 
@@ -146,18 +131,11 @@ class BatchedAttentionLayer(nn.Module):
         self,
         M: int,
         D: int,
-        H: int = 1,
-        d: int | None = None,
-        d_v: int | None = None,
-        d_out: int | None = None,
-        kernel: str = "softmax",
-        gamma: float | None = None,
-        init: str = "lecun",
+        *,
         qk_scale: float | Sequence[float] = 1.0,
         seeds: Sequence[int] | None = None,
-        dtype: torch.dtype = torch.float64,
-        device: torch.device | str | None = None,
         impl: str = "auto",
+        **settings,
     ) -> None:
         super().__init__()
         M = check_positive_int(M, "M")
@@ -176,7 +154,7 @@ class BatchedAttentionLayer(nn.Module):
                     check_seed(s, "seeds")
                 except ValueError:
                     raise ValueError(f"seeds must be non-negative integers below 2**32, got {s!r}") from None
-        settings = LayerSettings(D, H, d, d_v, d_out, kernel, gamma, init, dtype, device)
+        settings = LayerSettings(D, **settings)
         self._setup([settings.layer(qk_scale=scale, seed=seed) for scale, seed in zip(scales, seed_list)])
 
     # ------------------------------------------------------------------ set-up
@@ -217,13 +195,8 @@ class BatchedAttentionLayer(nn.Module):
             stacked = torch.stack([getattr(layer, name).detach() for layer in layers]).clone()
             self.register_parameter(name, nn.Parameter(stacked))
 
-    def set_kernel(self, kernel: str, gamma: float | None = None) -> None:
-        """Switch the attention kernel of every model (weights are kept)."""
-        self.kernel_fn = get_kernel(kernel)
-        self.kernel = kernel
-        if gamma is not None:
-            check_positive_float(gamma, "gamma")
-        self.gamma = gamma
+    #: Switch the attention kernel of every model (weights are kept): as ``AttentionLayer``'s.
+    set_kernel = AttentionLayer.set_kernel
 
     def layer(self, m: int) -> AttentionLayer:
         """A new ``AttentionLayer`` holding (a copy of) model m's weights."""

@@ -18,7 +18,6 @@ given); the other weights stay fixed at their current values. Then
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from torch import nn
 
 from .batched_model import BatchedAttentionLayer, per_model_loss
 from .model import WEIGHT_NAMES, functional_loss, squared_loss
+from .training import trainable_only
 from .validation import (
     check_names,
     check_number,
@@ -343,18 +343,15 @@ def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss_fn: L
 
 
 @contextlib.contextmanager
-def _differentiable(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
-    """Enable gradients on the named parameters (and grad mode) and restore the flags after."""
-    named = dict(model.named_parameters())
-    flags = {name: p.requires_grad for name, p in named.items()}
-    try:
-        for name in names:
-            named[name].requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        for name, p in named.items():
-            p.requires_grad_(flags[name])
+def _summed_loss_gradients(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, trainable: Sequence[str] | str, loss_fn: LossFn
+) -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...], int]]:
+    """Within the block: (the trained parameters, the gradients of the summed loss sum_m f_m with
+    a graph for second derivatives, M). Only the trained parameters require gradients there."""
+    names = _names(model, trainable)
+    with trainable_only(model, names, "names (the trainable weights)") as leaves, torch.enable_grad():
+        losses = _model_losses(model, X, Y, loss_fn)
+        yield leaves, torch.autograd.grad(losses.sum(), leaves, create_graph=True), losses.shape[0]
 
 
 def batched_hessians(
@@ -371,13 +368,7 @@ def batched_hessians(
     equals ``full_hessian(model.layer(m), X_m, Y_m, trainable)``: the summed loss sum_m f_m has a
     block-diagonal Hessian, so one reverse pass per column serves all models. Symmetrised.
     """
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         flat = torch.cat([g.reshape(M, -1) for g in grads], dim=1)  # (M, P)
         columns = []
         for i in range(flat.shape[1]):  # column i of every model's Hessian at once
@@ -402,13 +393,7 @@ def _power_iteration(
     with v the unit vector after ``iters - 1`` multiplications of a seeded Gaussian start."""
     iters = check_positive_int(iters, "iters")
     seed = check_seed(seed, "seed")
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         gen = torch.Generator().manual_seed(seed)
         v = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype).to(p.device) for p in leaves]
 

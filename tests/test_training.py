@@ -1,7 +1,6 @@
 """Tests of lib.training: the bookkeeping the three trainers share."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
