@@ -1,10 +1,16 @@
 # Build and test the book.
 #
-#   make book   build the HTML book into _build/html (jupyter-book executes every notebook)
+#   make book   build the HTML book into _build/html (jupyter-book executes every notebook);
+#               MathJax is fetched once from the npm registry (npm, pinned, checksum verified)
+#               into the build, so the pages need no network
 #   make test   pytest (unit tests + every notebook of _toc.yml via nbval, executed copies in
 #               _build/executed/), then the strict HTML build from those executed copies
-#               (scripts/build_book.py: no second execution, any warning fails)
-#   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster)
+#               (scripts/build_book.py: no second execution, any warning fails), then every
+#               built page in headless Chromium (browser/test_pages.py; needs /usr/bin/chromium)
+#   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster), and
+#               one training step of lib.classifier against torch.nn.TransformerEncoder and
+#               Gaussian against Softmax (benchmarks/step_time.py); prints every ratio, fails
+#               when a target is missed (after running both)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
 #   make lock   regenerate constraints.txt from .venv
 #   make clean  remove build products (keeps .venv); make distclean also removes .venv
@@ -54,15 +60,18 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	touch $@
 
 book: $(STAMP)
+	$(BIN)/python scripts/fetch_mathjax.py
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # Tests always run from cold: the result cache is neither read nor written.
 test: $(STAMP)
 	GDT_CACHE=off $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python scripts/build_book.py
+	$(BIN)/python -m pytest browser -n 0
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/batched_vs_loop.py
+	status=0; $(BIN)/python benchmarks/batched_vs_loop.py || status=1; \
+	  $(BIN)/python benchmarks/step_time.py || status=1; exit $$status
 
 strip: $(STAMP)
 	$(BIN)/python scripts/strip_outputs.py chapters/*.ipynb

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .attention import attention_matrix, get_kernel
+from .fused_attention import fusable, fused_attention
 from .validation import check_choice, check_finite, check_positive_float, check_positive_int
 
 __all__ = ["TransformerClassifier", "MultiHeadAttention", "EncoderBlock", "POOLINGS"]
@@ -72,10 +73,26 @@ class MultiHeadAttention(nn.Module):
         mask = None if key_mask is None else key_mask[:, None, :]
         return attention_matrix(Q, K, self.kernel, gamma=self.gamma, key_mask=mask)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, L, D) -> (output (B, L, D), S (B, H, L, L))."""
-        S = self.attention(x, key_mask)
-        heads = S @ self._split(self.W_V(x))  # (B, H, L, head_dim)
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None, need_weights: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, L, D) -> (output (B, L, D), S (B, H, L, L) or None).
+
+        ``need_weights=True``: the plain (reference) computation, S = ``attention_matrix``, then
+        S V. ``need_weights=False``: the same output through PyTorch's fused
+        ``scaled_dot_product_attention`` (``lib.fused_attention.fused_attention``), without
+        forming S; S is returned as None. Inside ``torch.func`` transforms (Hessian-vector
+        products) the plain computation is used either way (``lib.fused_attention.fusable``).
+        """
+        V = self._split(self.W_V(x))
+        if need_weights or not fusable(x):
+            S = self.attention(x, key_mask)
+            heads = S @ V  # (B, H, L, head_dim)
+        else:
+            S = None
+            Q, K = self._split(self.W_Q(x)), self._split(self.W_K(x))
+            mask = None if key_mask is None else key_mask[:, None, :]
+            heads = fused_attention(Q, K, V, self.kernel, gamma=self.gamma, key_mask=mask)
         B, H, L, hd = heads.shape
         out = self.W_O(heads.transpose(1, 2).reshape(B, L, H * hd))
         return self.dropout(out), S
@@ -91,8 +108,10 @@ class EncoderBlock(nn.Module):
         self.ln2 = nn.LayerNorm(D)
         self.mlp = nn.Sequential(nn.Linear(D, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, D), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        a, S = self.attn(self.ln1(x), key_mask)
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None, need_weights: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, S = self.attn(self.ln1(x), key_mask, need_weights)
         x = x + a
         x = x + self.mlp(self.ln2(x))
         return x, S
@@ -130,6 +149,11 @@ class TransformerClassifier(nn.Module):
             prepended and its final state is classified).
         pad_id: padding token id for token inputs (default 0), or None.
         seed: when given, the initialisation uses this seed (the global generator is left as it was).
+
+    Attention: ``model.fused`` (default True) computes the attention outputs with PyTorch's fused
+    ``scaled_dot_product_attention`` (``lib.fused_attention``), without forming the (L, L)
+    matrices; ``model.fused = False`` uses the plain reference (``lib.attention``). Both give the
+    same outputs and gradients up to rounding; ``attention_maps`` always uses the plain one.
 
     Initialisation: token/positional/CLS embeddings N(0, 0.02^2) (the padding row is 0), linear
     layers PyTorch's default, LayerNorm (1, 0). The model is created on the CPU in float32; move it
@@ -183,6 +207,7 @@ class TransformerClassifier(nn.Module):
         self.pooling, self.dropout_rate = pooling, float(dropout)
         self.pad_id = pad_id if vocab_size is not None else None
         self.kernel, self.gamma = kernel, gamma
+        self.fused = True
 
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
@@ -291,7 +316,7 @@ class TransformerClassifier(nn.Module):
         h, key_mask = self._embed(x, mask)
         maps = []
         for block in self.blocks:
-            h, S = block(h, key_mask)
+            h, S = block(h, key_mask, need_weights=collect or not self.fused)
             if collect:
                 maps.append(S)
         return self.norm(h), key_mask, maps

@@ -122,6 +122,48 @@ def plot_kernel_matrix(ax: plt.Axes, S, title: str = "", vmax: float | None = No
     return ax
 
 
+def plot_seed_band(ax: plt.Axes, steps, runs, kernel: str, confidence: float = 0.95, label: str | None = None,
+                   **line_kw) -> plt.Axes:
+    """Mean over seeds with its Student-t confidence band (``lib.seed_stats.mean_interval``).
+
+    steps: (T,); runs: (seeds, T) curves of one kernel, drawn in the kernel's colour. With a
+    single seed only the curve is drawn.
+    """
+    from .seed_stats import mean_interval
+
+    runs = np.asarray(runs, dtype=float)
+    mean, lo, hi = mean_interval(runs, confidence)
+    color = kernel_color(kernel)
+    if label is None:
+        label = f"{KERNEL_LABELS.get(kernel, kernel)} (mean of {runs.shape[0]}, {confidence:.0%} band)"
+    ax.plot(steps, mean, color=color, label=label, **{"lw": 1.8, **line_kw})
+    if runs.shape[0] > 1:
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+    return ax
+
+
+def plot_test_curves(steps, acc: Mapping[str, object], loss: Mapping[str, object], title: str = "",
+                     xlabel: str = "SGD step", confidence: float = 0.95):
+    """Two panels: mean test accuracy and test loss over seeds with t bands, per kernel.
+
+    steps: (T,); acc, loss: {kernel: (seeds, T)}. Chance levels (0.5 and ln 2, two balanced
+    classes) are drawn dashed. Returns the figure.
+    """
+    fig, axes = new_figure(ncols=2, width=4.6, height=3.3)
+    for ax, curves, ylabel, chance in ((axes[0], acc, "test accuracy", 0.5),
+                                       (axes[1], loss, "test loss (cross-entropy)", float(np.log(2)))):
+        for kernel, runs in curves.items():
+            plot_seed_band(ax, steps, runs, kernel, confidence, marker="o", ms=3)
+        ax.axhline(chance, color="0.4", ls="--", lw=1, label="chance")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    axes[0].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_log_contours(
     panels: Sequence[tuple[str, str, np.ndarray, np.ndarray]],
     span: tuple[float, float],

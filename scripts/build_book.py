@@ -7,8 +7,9 @@ Run after ``pytest`` (``make test`` runs both):
    (written by ``conftest.py``) that passed and matches the current notebook cell by cell;
 2. stages the book sources into ``_build/staged/`` (``_config.yml``, ``_toc.yml``, the
    bibliography, every file of ``_toc.yml`` with notebooks carrying the executed outputs,
-   the non-notebook files under ``chapters/``, the logo/favicon and ``_static/``,
-   ``images/``, ``figures/``, ``assets/`` when present), with ``execute_notebooks: "off"``;
+   the non-notebook files under ``chapters/``, the logo/favicon and ``_static/``, ``_ext/``,
+   ``images/``, ``figures/``, ``assets/`` when present), with ``execute_notebooks: "off"``,
+   and MathJax (``scripts/fetch_mathjax.py``) into ``_build/staged/_mathjax``;
 3. runs ``jupyter-book build _build/staged --path-output . --all -W -n --keep-going``, which
    writes ``_build/html``; exits non-zero if the build fails or prints any warning;
 4. prints a table of the wall-clock seconds of each notebook (from
@@ -33,9 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import book  # noqa: E402  (tests/book.py)
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import fetch_mathjax  # noqa: E402
+
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 WARNING_RE = re.compile(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b[:\]]")
-ASSET_DIRS = ("_static", "images", "figures", "assets")
+ASSET_DIRS = ("_static", "_ext", "images", "figures", "assets")
 SKIP_PARTS = {".ipynb_checkpoints", "__pycache__"}
 
 
@@ -56,9 +60,17 @@ def _staged_notebook(root: Path, source: Path) -> nbformat.NotebookNode:
         raise BuildError(f"not passed: {rel} (its last nbval run is {status!r})")
     if book.cell_sources(current) != book.cell_sources(done):
         raise BuildError(f"stale: {rel} changed after it was executed")
+    no_alt = []
     for cell, ran in zip(current.cells, done.cells):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = ran.outputs, ran.execution_count
+            shown = "remove-output" not in cell.metadata.get("tags", [])
+            images = any(k.startswith("image/") for o in cell.outputs for k in o.get("data", {}))
+            if shown and images and not cell.metadata.get("mystnb", {}).get("image", {}).get("alt"):
+                no_alt.append(cell.get("id", "?"))
+    if no_alt:
+        raise BuildError(f"no alt text: {rel}, cells {', '.join(no_alt)} show a figure without "
+                         "cell metadata mystnb.image.alt (one sentence describing it)")
     if "language_info" in done.metadata:
         current.metadata["language_info"] = done.metadata["language_info"]
     current.metadata.pop("widgets", None)
@@ -115,6 +127,10 @@ def stage(root: Path, staged: Path) -> list[Path]:
             + "\n  ".join(problems))
 
     config.setdefault("execute", {})["execute_notebooks"] = "off"
+    try:  # MathJax into the build (_config.yml: html_extra_path, mathjax_path)
+        fetch_mathjax.install(staged / "_mathjax")
+    except fetch_mathjax.MathJaxError as exc:
+        raise BuildError(str(exc)) from None
     (staged / "_config.yml").write_text(
         "# Staged by scripts/build_book.py: notebooks carry the outputs of the last nbval run.\n"
         + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -9,9 +9,10 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Import names whose distribution is named otherwise, and what Binder's image provides.
+#: Import names whose distribution is named otherwise, and what Binder's image provides
+#: (Jupyter itself depends on them).
 DIST_NAMES = {"IPython": "ipython", "PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
-PROVIDED_BY_BINDER = {"ipython", "ipykernel"}
+PROVIDED_BY_BINDER = {"ipython", "ipykernel", "nbformat"}
 NOT_FOR_RUNNING = ("jupyter-book", "pytest", "nbval", "sphinx", "playwright", "otter")
 
 

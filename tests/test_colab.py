@@ -32,8 +32,9 @@ import sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
 nb.cells.append(nbformat.v4.new_code_cell("import lib; print('LIB', lib.__file__)"))
-NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": "."}}
-               ).execute()
+client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                        resources={"metadata": {"path": "."}})
+client.execute()
 print(nb.cells[-1].outputs[0]["text"].strip())
 """
 

@@ -152,6 +152,37 @@ def test_kernel_matrix_rejects_non_square(shape):
         plot_kernel_matrix(ax, np.ones(shape))
 
 
+def test_plot_seed_band_draws_mean_and_t_band():
+    from lib.plotting import new_figure, plot_seed_band
+    from lib.seed_stats import mean_interval
+
+    runs = np.array([[0.5, 0.7, 0.8], [0.5, 0.6, 0.9], [0.5, 0.65, 0.85]])
+    fig, ax = new_figure()
+    plot_seed_band(ax, [0, 10, 20], runs, "gaussian")
+    (line,) = ax.get_lines()
+    assert np.allclose(line.get_ydata(), runs.mean(0)) and "mean of 3" in line.get_label()
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    _, lo, hi = mean_interval(runs)
+    assert np.isclose(band.min(), lo.min()) and np.isclose(band.max(), hi.max())
+    fig2, ax2 = new_figure()
+    plot_seed_band(ax2, [0, 10, 20], runs[:1], "softmax")
+    assert not ax2.collections
+    plt.close(fig)
+    plt.close(fig2)
+
+
+def test_plot_test_curves():
+    from lib.plotting import plot_test_curves
+
+    runs = np.array([[0.5, 0.7, 0.8], [0.5, 0.6, 0.9]])
+    fig = plot_test_curves([0, 1, 2], {"softmax": runs, "gaussian": runs}, {"softmax": 1 - runs}, "t")
+    ax_acc, ax_loss = fig.axes
+    assert len(ax_acc.get_lines()) == 3 and len(ax_loss.get_lines()) == 2  # curves + chance
+    assert np.isclose(ax_loss.get_lines()[-1].get_ydata()[0], np.log(2))
+    assert fig._suptitle.get_text() == "t"
+    plt.close(fig)
+
+
 def test_plot_log_contours_shares_one_scale():
     from lib.plotting import plot_log_contours
 

@@ -1,0 +1,173 @@
+"""Attention outputs S V through PyTorch's fused ``scaled_dot_product_attention`` (SDPA).
+
+    out = fused_attention(Q, K, V, "gaussian", key_mask=mask)   # == attention_matrix(...) @ V
+
+SDPA computes softmax(scores + bias) V without storing the (n, n) matrix S; this module reaches
+every kernel of ``lib.attention`` through it, exactly (in exact arithmetic):
+
+* **Softmax**: SDPA with scale 1/sqrt(d) and the key mask.
+* **Gaussian** (not row-normalised): with q, k the centred queries and keys,
+  G_kj = exp(-gamma ||q_k - k_j||^2) = exp(s_kj - a_k), where s_kj = 2 gamma q_k.k_j - gamma ||k_j||^2
+  and a_k = gamma ||q_k||^2. SDPA normalises each row, so the row sum must be undone. One extra
+  *sink* key per row does it: give it the score a_k and a value e that is zero on V's columns and
+  1 on one extra column. Then the softmax over the real keys and the sink has weights
+  G_kj / (1 + sum_i G_ki) and 1 / (1 + sum_i G_ki), so
+
+      o_k = [sum_j G_kj v_j, 1] / (1 + sum_i G_ki),   and   out_k = o_k[:d_v] / o_k[d_v].
+
+  The scores are dot products of augmented vectors, q'_k = [2 gamma q_k, a_k, 1] with
+  k'_j = [k_j, 0, -gamma ||k_j||^2] and the sink key [0, 1, 0], so the whole computation is one
+  SDPA call (scale 1) and autograd differentiates it through Q and K. It is well conditioned:
+  G_kj <= 1 gives o_k[d_v] >= 1 / (n + 1), and the sink's score is the row maximum.
+* **Row-normalised Gaussian**: the row normalisation cancels a_k: softmax(s) with the augmented
+  q'_k = [2 gamma q_k, 1], k'_j = [k_j, -gamma ||k_j||^2].
+
+Masked keys get weight 0; a row without any real key gives 0, as in ``attention_matrix``. The plain
+implementation (``lib.attention.attention_matrix``) is the reference; ``tests/test_fused_attention.py``
+checks forward values and gradients against it in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .attention import _check_qk, default_gamma, get_kernel
+from .validation import check_positive_float
+
+__all__ = ["fused_attention", "fusable"]
+
+
+def fusable(t: torch.Tensor) -> bool:
+    """Whether the fused routine can differentiate through ``t``: False inside ``torch.func``
+    transforms (e.g. the Hessian-vector products of ``lib.hessian``, forward-over-reverse), for
+    which PyTorch's fused CPU kernel has no forward-mode derivative; use the plain kernels there.
+    """
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return not (wrapped is not None and wrapped(t))
+
+
+def _centred(Q: torch.Tensor, K: torch.Tensor, key_mask: torch.Tensor | None):
+    """Q, K minus the (detached) mean of the real queries and keys, as in ``attention_matrix``."""
+    if key_mask is None:
+        centre = 0.5 * (Q.mean(dim=-2, keepdim=True) + K.mean(dim=-2, keepdim=True))
+    else:
+        w = key_mask.unsqueeze(-1).to(Q.dtype)  # (..., n, 1)
+        count = w.sum(dim=-2, keepdim=True).clamp_min(1.0)
+        centre = (
+            0.5
+            * ((Q * w).sum(dim=-2, keepdim=True) + (K * w).sum(dim=-2, keepdim=True))
+            / count
+        )
+    centre = centre.detach()
+    return Q - centre, K - centre
+
+
+def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """t: (..., m) padded with zeros to (..., width)."""
+    return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
+
+
+def _sdpa(q, k, v, mask, scale):
+    """SDPA with a key mask (..., n) (None: all keys); rows without a real key give 0."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    has_key = mask.any(dim=-1, keepdim=True)  # (..., 1)
+    allowed = (
+        mask | ~has_key
+    )  # an empty row attends everywhere, then is zeroed (no NaN)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed.unsqueeze(-2), scale=scale
+    )
+    if bool(has_key.all()):
+        return out
+    return out * has_key.unsqueeze(-1).to(out.dtype)
+
+
+def fused_attention(
+    Q: torch.Tensor,
+    K: torch.Tensor,
+    V: torch.Tensor,
+    kernel: str,
+    *,
+    gamma: float | None = None,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """S V for the kernel S = ``attention_matrix(Q, K, kernel, gamma=..., key_mask=...)``.
+
+    Q, K: (..., n, d); V: (..., n, d_v); key_mask: bool (..., n), leading axes broadcastable to
+    Q's (e.g. (B, 1, n) for Q: (B, H, n, d)), True = real token. Returns (..., n, d_v).
+    """
+    get_kernel(kernel)  # ValueError listing the valid names
+    _check_qk(Q, K)
+    if not isinstance(V, torch.Tensor) or V.shape[:-1] != K.shape[:-1]:
+        got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+        raise ValueError(
+            f"V must have shape (..., n, d_v) = {tuple(K.shape[:-1])} + (d_v,), got"
+            f" {got}"
+        )
+    n, d = Q.shape[-2], Q.shape[-1]
+    if key_mask is not None:
+        if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
+            raise TypeError(
+                "key_mask must be a bool tensor (..., n) with True for real tokens"
+            )
+        if key_mask.shape[-1] != n:
+            raise ValueError(
+                f"key_mask must have shape (..., n) with n = {n}, got"
+                f" {tuple(key_mask.shape)}"
+            )
+    if kernel == "softmax":
+        return _sdpa(Q, K, V, key_mask, 1.0 / math.sqrt(d))
+    gamma = default_gamma(d) if gamma is None else check_positive_float(gamma, "gamma")
+    q, k = _centred(Q, K, key_mask)
+    a = gamma * (q * q).sum(-1, keepdim=True)  # (..., n, 1): gamma ||q_k||^2
+    b = gamma * (k * k).sum(-1, keepdim=True)  # (..., n, 1): gamma ||k_j||^2
+    one = torch.ones_like(a)
+    if kernel == "gaussian_normalized":
+        return _sdpa(
+            torch.cat([q * (2.0 * gamma), one], -1),
+            torch.cat([k, -b], -1),
+            V,
+            key_mask,
+            1.0,
+        )
+    # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per sequence.
+    # q, k and v are padded with zeros to one width w (the fused CPU kernel wants equal widths).
+    dv = V.shape[-1]
+    w = max(d + 2, dv + 1)
+    q_aug = torch.cat(
+        [q * (2.0 * gamma), a, one, q.new_zeros(1).expand(*a.shape[:-1], w - d - 2)], -1
+    )
+    k_rows = F.pad(
+        k, (0, 0, 0, 1)
+    )  # (..., n + 1, d): the sink key appended as a zero row
+    sink = k_rows.new_zeros(n + 1, 1)
+    sink[n] = 1.0  # (n + 1, 1): 1 on the sink's row
+    lead = k_rows.shape[:-2]
+    sink = sink.expand(*lead, n + 1, 1)
+    k_all = torch.cat(
+        [
+            k_rows,
+            sink,
+            -F.pad(b, (0, 0, 0, 1)),
+            k_rows.new_zeros(1).expand(*lead, n + 1, w - d - 2),
+        ],
+        -1,
+    )
+    v_rows = F.pad(V, (0, 0, 0, 1))  # (..., n + 1, dv)
+    v_all = torch.cat(
+        [
+            v_rows,
+            v_rows.new_zeros(1).expand(*v_rows.shape[:-1], w - dv - 1),
+            sink.expand(*v_rows.shape[:-2], n + 1, 1),
+        ],
+        -1,
+    )
+    mask = None
+    if key_mask is not None:
+        mask = torch.cat([key_mask, key_mask.new_ones(*key_mask.shape[:-1], 1)], -1)
+    o = _sdpa(q_aug, k_all, v_all, mask, 1.0)
+    return o[..., :dv] / o[..., -1:]

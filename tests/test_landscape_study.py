@@ -1,0 +1,99 @@
+"""lib.landscape_study on a tiny task: record layout, slice centre = loss, plots, tables, HVP check."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lib.classifier import TransformerClassifier  # noqa: E402
+from lib.landscape import roughness  # noqa: E402
+from lib.landscape_study import (  # noqa: E402
+    MEASURES,
+    comparison_table,
+    describe,
+    hvp_relative_error,
+    jsonable,
+    landscape_study,
+    measure_values,
+    medians,
+    plot_measures,
+    plot_slices,
+)
+
+CFG = dict(
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    batch_size=8,
+    stage1_steps=4,
+    stage2_steps=2,
+    eval_examples=8,
+)
+LAND = dict(grid=5, span=0.5, direction_seeds=[0, 1], lanczos_iters=6)
+
+
+def _task():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 20, (48, 6), generator=gen)
+    y = (x[:, 0] > 10).long()
+    return (x[:32], y[:32]), (x[32:], y[32:])
+
+
+def make_model(seed):
+    return TransformerClassifier(
+        vocab_size=20, max_len=6, D=8, H=2, mlp_dim=8, seed=seed
+    )
+
+
+def test_study_record_and_views():
+    train, test = _task()
+    rec, models, (Xe, ye) = landscape_study(make_model, train, test, CFG, LAND)
+    assert set(rec["kernels"]) == {"softmax", "gaussian"} and Xe.shape == (8, 6)
+    c = LAND["grid"] // 2
+    for k, r in rec["kernels"].items():
+        Z = np.asarray(r["Z"])
+        assert Z.shape == (2, 5, 5) and np.isfinite(Z).all()
+        assert np.all(Z[:, c, c] == r["center_loss"])
+        assert len(r["roughness"]) == 2 and np.isfinite(r["top_eig"])
+        assert measure_values(rec, k, "laplacian").shape == (2,)
+    m = medians({"toy": rec})
+    assert set(m) == {("toy", key) for key in (*MEASURES, "top_eig")}
+    same = medians({"toy": rec}, view=lambda Z: Z)
+    assert all(np.isclose(same[key], m[key]).all() for key in m)
+    inner = medians({"toy": rec}, view=lambda Z: Z[1:-1, 1:-1])
+    grid = np.asarray(rec["kernels"]["gaussian"]["Z"][0])[1:-1, 1:-1]
+    assert inner["toy", "laplacian"][1] == np.median(
+        [
+            roughness(np.asarray(Z)[1:-1, 1:-1])["laplacian"]
+            for Z in rec["kernels"]["gaussian"]["Z"]
+        ]
+    )
+    assert grid.shape == (3, 3)
+    table = comparison_table({"toy": rec}, {"toy": "Toy task"})
+    assert len(table.rows) == 7 and table.header[1] == "Toy, Softmax"
+    text = describe(rec).splitlines()
+    assert len(text) == 3 and text[0].startswith("test accuracy after stage 1")
+    assert jsonable({"a": np.zeros(2), "b": np.float64(1.5)}) == {
+        "a": [0.0, 0.0],
+        "b": 1.5,
+    }
+    for fig in (
+        plot_slices(rec, "t"),
+        plot_measures({"toy": rec}, "t", {"toy": "Toy task"}),
+    ):
+        assert fig.axes
+        plt.close(fig)
+
+
+def test_hvp_matches_finite_differences():
+    train, _ = _task()
+    model = make_model(0).double()
+    assert hvp_relative_error(model, train[0][:8], train[1][:8], eps=1e-4) < 1e-5
+    before = [p.detach().clone() for p in model.parameters()]
+    hvp_relative_error(model, train[0][:8], train[1][:8])
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters())
+    )  # weights restored
