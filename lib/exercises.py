@@ -218,3 +218,78 @@ def structure_problems(path: str | Path) -> list[str]:
     if expected is not None:
         problems.append(f"{Path(path).name}: the last exercise ends before its {expected} cell")
     return problems
+
+
+def lib_names(path: str | Path, exercise: Exercise) -> list[str]:
+    """The ``lib`` functions and classes an exercise's answer and check cells use, as
+    ``"lib.module.name"``, resolved through the notebook's ``from lib... import`` lines."""
+    nb = nbformat.read(path, as_version=4)
+    imported: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    used = set()
+    for i in exercise.cells[1:3]:
+        tree = ast.parse(nb.cells[i].source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in imported:
+                used.add(imported[node.id])
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "lib"):
+                used.add(f"lib.{node.attr}")
+    return sorted(n for n in used if not n.rsplit(".", 1)[-1].isupper())  # no constants
+
+
+def notebook_seconds(root: str | Path) -> dict[str, float]:
+    """Wall-clock seconds of each notebook's last test run (``_build/executed/timings-*.json``,
+    written by the book's conftest.py), by path relative to ``root``; empty if none ran."""
+    import json
+    latest: dict[str, dict] = {}
+    for path in sorted(Path(root).glob("_build/executed/timings-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, rec in data.items():
+            if rec.get("finished", "") >= latest.get(name, {}).get("finished", ""):
+                latest[name] = rec
+    return {name: rec["seconds"] for name, rec in latest.items() if "seconds" in rec}
+
+
+def exercise_rows(root: str | Path) -> list[dict]:
+    """One row per exercise of the chapters ``root/chapters/NN_*.ipynb``, in chapter order:
+    chapter, exercise (number and title), kind, estimated minutes, points, the ``lib`` names it
+    uses, and the chapter notebook's run time (s) in the last test run (None if not run)."""
+    root = Path(root)
+    seconds = notebook_seconds(root)
+    rows = []
+    for path in sorted((root / "chapters").glob("[0-9][0-9]_*.ipynb")):
+        for ex in read_exercises(path):
+            rows.append({"chapter": path.stem, "exercise": f"{ex.number} {ex.title}",
+                         "kind": ex.kind, "minutes": ex.minutes, "points": ex.points,
+                         "lib": [n[4:] for n in lib_names(path, ex)],
+                         "seconds": seconds.get(f"chapters/{path.name}")})
+    return rows
+
+
+def exercise_table(root: str | Path) -> str:
+    """:func:`exercise_rows` as an HTML table (math in titles as MathJax ``\\(...\\)``)."""
+    import html
+    head = ["Chapter", "Exercise", "Kind", "Minutes", "Points", "lib used", "Chapter run time"]
+    out = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+           "<tbody>"]
+    for r in exercise_rows(root):
+        title = re.sub(r"\$([^$]+)\$", r"\\(\1\\)", html.escape(r["exercise"]))
+        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in r["lib"]) or "none"
+        run = f"{r['seconds']:.0f} s" if r["seconds"] is not None else "not run yet"
+        cells = [r["chapter"], title, r["kind"], r["minutes"], r["points"], names, run]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(out + ["</tbody>", "</table>"])

@@ -211,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line, file=sys.stderr)
         return status or 1
     print(f"build_book: built {root / '_build' / 'html'} with no warnings in {seconds:.1f} s")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from check_html import answer_leaks  # scripts/check_html.py: no answer shown without a click
+    leaks = answer_leaks(root / "_build" / "html", root)
+    for line in leaks:
+        print(f"build_book: error: {line}", file=sys.stderr)
+    if not leaks:
+        print("build_book: no answer is visible without a click (scripts/check_html.py)")
+    return 1 if leaks else 0
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
 """The exercise pattern of every chapter (lib.exercises) and its helpers."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from lib.exercises import (answer_regions, chapter_number, read_exercises, replace_answers,
+from lib.exercises import (answer_regions, chapter_number, exercise_rows, exercise_table,
+                           lib_names, notebook_seconds, read_exercises, replace_answers,
                            structure_problems)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import book  # noqa: E402  (tests/book.py)
 
-CHAPTERS = [p for p in book.toc_notebooks(ROOT) if p.parent.name == "chapters"]
+CHAPTERS = [p for p in book.toc_notebooks(ROOT)
+            if p.parent.name == "chapters" and p.name[:2].isdigit()]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
@@ -91,3 +94,28 @@ def test_answer_regions_and_their_replacement():
             answer_regions(bad)
     with pytest.raises(ValueError, match="path"):
         chapter_number("preface.ipynb")
+
+
+def test_lib_names_and_the_instructor_table(tmp_path):
+    cells = _exercise_cells()
+    cells[1].source = "x = 1\n# BEGIN SOLUTION\ny = foo(2) + lib.set_seed(0) + CONST\n# END SOLUTION"
+    imports = nbformat.v4.new_code_cell("import lib\nfrom lib.mod import foo, CONST, unused")
+    (tmp_path / "chapters").mkdir()
+    path = _write(tmp_path / "chapters", [imports, *cells], name="03_x.ipynb")
+    [ex] = read_exercises(path)
+    assert lib_names(path, ex) == ["lib.mod.foo", "lib.set_seed"]         # no constants
+    (tmp_path / "_build" / "executed").mkdir(parents=True)
+    (tmp_path / "_build" / "executed" / "timings-main.json").write_text(json.dumps(
+        {"chapters/03_x.ipynb": {"seconds": 12.3, "finished": "2026-01-01T00:00:00"}}))
+    assert notebook_seconds(tmp_path) == {"chapters/03_x.ipynb": 12.3}
+    [row] = exercise_rows(tmp_path)
+    assert row == {"chapter": "03_x", "exercise": "0.1 T", "kind": "code", "minutes": 5,
+                   "points": 1, "lib": ["mod.foo", "set_seed"], "seconds": 12.3}
+    table = exercise_table(tmp_path)
+    assert "<td>0.1 T</td>" in table and "<code>mod.foo</code>" in table and "12 s" in table
+
+
+def test_the_book_table_has_every_exercise():
+    rows = exercise_rows(ROOT)
+    assert len(rows) == sum(len(read_exercises(p)) for p in CHAPTERS)
+    assert sum(r["points"] for r in rows) > 0
