@@ -35,6 +35,8 @@ __all__ = [
     "b_derivative_norm",
     "attention_gradient_ratio",
     "containment_ratio",
+    "measured_containment",
+    "containment_at_init",
 ]
 
 
@@ -124,3 +126,65 @@ def containment_ratio(
         "radius": radius,
         "ratio": L * radius / ((1 - 1 / math.sqrt(2)) * np.sqrt(lam)),
     }
+
+
+def measured_containment(
+    run: dict, model: BatchedAttentionLayer, X: torch.Tensor, N: int
+) -> dict[str, np.ndarray]:
+    """The containment condition for recorded GD runs (``lib.training_paths.run_path``;
+    W_O fixed, sigma = 1): Lip_B as the larger of the derivative norm at a_0 and the
+    largest ||B(a_t) - B(a_0)|| / ||a_t - a_0|| met along the path, G as the largest
+    ||grad_a f|| / sqrt(f) along the path. ``model`` holds the initial weights.
+    Returns {"ratio", "radius": per run; "travelled": max_t ||a_t - a_0||; "kept":
+    lambda_B(t) >= lambda_B(0)/2 throughout; "weyl": min over t of sqrt(lambda_B(t)) -
+    (sqrt(lambda_B(0)) - ||B(a_t) - B(a_0)||_2), which Weyl's inequality makes >= 0}."""
+    lam0, f0 = run["lambda_b"][0], run["loss"][0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lip = np.maximum(
+            b_derivative_norm(model, X).cpu().numpy(),
+            np.nanmax(run["dB"][1:] / run["da"][1:], axis=0),
+        )
+    G = np.nanmax(np.sqrt(run["grad_a_sq"] / run["loss"]), axis=0)
+    out = containment_ratio(lam0, f0, 1.0, lip, G, N)
+    out["travelled"] = np.nanmax(run["da"], axis=0)
+    out["kept"] = run["lambda_b"].min(0) >= lam0 / 2
+    out["weyl"] = np.nanmin(
+        np.sqrt(run["lambda_b"]) - (np.sqrt(lam0) - run["dB"]), axis=0
+    )
+    return out
+
+
+def containment_at_init(
+    kernel: str,
+    D: int,
+    scale: float,
+    *,
+    seeds=range(4),
+    N: int = 4,
+    n: int = 4,
+    H: int = 2,
+    device=None,
+) -> np.ndarray:
+    """The ratio of the containment condition at initialization (estimates at a_0) for
+    random regression problems (``lib.data.stacked_random_problems``), orthogonal
+    initializations with attention scale ``scale``; one value per seed."""
+    from .data import stacked_random_problems
+    from .theory import batched_gram_extremes
+
+    X, Y = stacked_random_problems(list(seeds), N, n, D, device=device)
+    model = BatchedAttentionLayer(
+        len(seeds),
+        D,
+        H=H,
+        kernel=kernel,
+        init="orthogonal",
+        qk_scale=scale,
+        seeds=[1000 + s for s in seeds],
+        device=device,
+    )
+    with torch.no_grad():
+        lam0, f0 = batched_gram_extremes(model, X)[0], per_model_loss(model, X, Y)
+    lip, G = b_derivative_norm(model, X, iters=20), attention_gradient_ratio(
+        model, X, Y
+    )
+    return containment_ratio(lam0, f0, 1.0, lip, G, N)["ratio"]

@@ -25,8 +25,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .attention import default_gamma
 from .batched import BatchedAttentionLayer
 from .data import batched_teacher_problems
+from .hessian import full_hessian
+from .model import squared_loss
 from .outcomes import (
     LABELS,
     Outcome,
@@ -46,6 +49,8 @@ __all__ = [
     "outcome_summary",
     "format_outcome_table",
     "format_record_table",
+    "cross_kernel_fit",
+    "trapped_softmax_problems",
 ]
 
 
@@ -61,8 +66,7 @@ def kernel_outcomes(
     gd_steps: int = 200,
     iterations: int = 40,
 ) -> dict[str, Outcome]:
-    """{variant: Outcome} for variants {name: (kernel, gamma)}, same M problems.
-    """
+    """{variant: Outcome} for variants {name: (kernel, gamma)}, same M problems."""
     out = {}
     for name, (kernel, gamma) in variants.items():
         student, _, X, Y = batched_teacher_problems(
@@ -177,8 +181,7 @@ def hull_distance(points: np.ndarray, y: np.ndarray) -> float:
 def outcome_summary(
     outcomes: Mapping[str, Outcome], reference: str = "softmax"
 ) -> dict:
-    """JSON-ready {variant: {counts, reached, wilson, paired vs reference}} of a study.
-    """
+    """JSON-ready {variant: {counts, reached, wilson, paired vs reference}}."""
     ref = outcomes[reference].label == "reached"
     summary = {}
     for name, o in outcomes.items():
@@ -254,15 +257,17 @@ def format_outcome_table(
 
 
 def format_record_table(record: Mapping, variants: Sequence[str]) -> str:
-    """One line per cell of a recorded study (``scripts/record_attention_only.py``): sizes,
-    scale, number of problems, reached after the longer budget per variant, the paired
-    counts only-reference / only-this with the McNemar p of every other variant, and the
+    """One line per cell of a recorded study (``scripts/record_attention_only.py``):
+    sizes, scale, number of problems, reached after the longer budget per variant, the
+    paired counts only-reference / only-this with the McNemar p of every other variant,
+    and the
     number of reference runs stalled at finite weights."""
     lines = [
         f"{'N':>2s} {'D':>3s} {'trains':9s} {'scale':>5s} {'M':>4s}  reached ("
         + " / ".join(variants)
         + ");\n"
-        + f"{'':28s}paired only-{variants[0]} / only-other, p; {variants[0]} stalled finite"
+        + f"{'':28s}paired only-{variants[0]} / only-other, p; "
+        + f"{variants[0]} stalled finite"
     ]
     for c in record["cells"]:
         s = c["budget_x10"]
@@ -278,3 +283,82 @@ def format_record_table(record: Mapping, variants: Sequence[str]) -> str:
             + f";  {pairs};  {s[variants[0]]['counts']['stalled-finite']}"
         )
     return "\n".join(lines)
+
+
+def cross_kernel_fit(
+    N: int, n: int, D: int, M: int, *, iterations: int = 80, device=None
+) -> dict[str, np.ndarray]:
+    """Each kernel fitted (W_Q only) to the *other* kernel's teachers on the same M
+    problems: {"softmax", "gaussian": (M,) attained f_end / f_0; "bound": (M,) the
+    Softmax certificate ``softmax_loss_bound`` / f_0 (a lower bound for every Softmax
+    attention); "labels_<kernel>": outcome counts}."""
+    out: dict = {}
+    for fit, target in (("softmax", "gaussian"), ("gaussian", "softmax")):
+        student, _, X, _ = batched_teacher_problems(
+            fit, N, n, D, ("W_Q",), M, device=device
+        )
+        Y = batched_teacher_problems(target, N, n, D, ("W_Q",), M, device=device).Y
+        o = run_to_outcome(student, X, Y, ("W_Q",), gd_steps=200, iterations=iterations)
+        out[fit], out[f"labels_{fit}"] = o.f_end / o.f0, o.counts()
+        if fit == "softmax":
+            with torch.no_grad():
+                V = X @ student.W_V[:, 0].unsqueeze(1) @ student.W_O.unsqueeze(1)
+            out["bound"] = softmax_loss_bound(V.cpu().numpy(), Y.cpu().numpy()) / o.f0
+    return out
+
+
+def trapped_softmax_problems(
+    N: int, n: int, D: int, trainable: Sequence[str], M: int, *, device=None
+) -> dict:
+    """Search M problems (``batched_teacher_problems``; its inputs depend on M) for
+    those on which the Softmax run stalls at finite weights while the Gaussian run
+    (bandwidth 1/(2 sqrt d), same inputs and start) reaches zero; then check the first
+    one.
+
+    Returns {"hits": indices, "m": the first, "loss", "grad_norm": at the Softmax end
+    point, "eig": its Hessian eigenvalues (ascending) in ``trainable``, "alone": the
+    label
+    of the same problem trained on its own (other rounding)}. ValueError if none."""
+    trainable = tuple(trainable)
+    runs, problems = {}, {}
+    for kernel, gamma in (("softmax", None), ("gaussian", default_gamma(D))):
+        problems[kernel] = batched_teacher_problems(
+            kernel, N, n, D, trainable, M, gamma=gamma, device=device
+        )
+        student, _, X, Y = problems[kernel]
+        first = run_to_outcome(student, X, Y, trainable, gd_steps=200, iterations=40)
+        runs[kernel] = extend_descending(
+            first, kernel, gamma, N, n, D, trainable=trainable, iterations=400
+        )
+    hits = np.flatnonzero(
+        (runs["softmax"].label == "stalled-finite")
+        & (runs["gaussian"].label == "reached")
+    )
+    if hits.size == 0:
+        raise ValueError(f"no such problem among the {M} problems")
+    m = int(hits[0])
+    _, _, X, Y = problems["softmax"]
+    fresh = batched_teacher_problems("softmax", N, n, D, trainable, M, device=device)
+    layer = fresh.student.layer(m)
+    alone = run_to_outcome(
+        BatchedAttentionLayer.from_layers([layer]),
+        X[m : m + 1],
+        Y[m : m + 1],
+        trainable,
+        gd_steps=200,
+        iterations=440,
+    ).label[0]
+    with torch.no_grad():
+        for k in trainable:
+            getattr(layer, k).copy_(runs["softmax"].weights[k][m])
+    loss = squared_loss(layer(X[m]), Y[m])
+    grads = torch.autograd.grad(loss, [getattr(layer, k) for k in trainable])
+    eig = torch.linalg.eigvalsh(full_hessian(layer, X[m], Y[m], trainable))
+    return {
+        "hits": hits,
+        "m": m,
+        "loss": loss.item(),
+        "alone": str(alone),
+        "grad_norm": float(torch.cat([g.flatten() for g in grads]).norm()),
+        "eig": eig.cpu().numpy(),
+    }

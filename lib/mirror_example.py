@@ -197,8 +197,10 @@ def run_example(
 
 
 def plot_example_curves(traps: dict):
-    """Left: the curve of row outputs g(t) per kernel, with the teacher's output (star), the output
-    at the trap (dot) and the values v_1, v_3; right: the row loss phi. traps: {kernel: t_h}."""
+    """Left: the curve of row outputs g(t) per kernel, with the teacher's output (star),
+    the output at the trap (dot) and the values v_1, v_3; right: the row loss phi.
+    traps: {kernel: t_h}.
+    """
     from .plotting import KERNEL_COLORS, KERNEL_LABELS, new_figure
 
     fig, axes = new_figure(2, 1, width=4.6, height=3.6)
@@ -206,29 +208,41 @@ def plot_example_curves(traps: dict):
     for kernel, t_h in traps.items():
         c, name = KERNEL_COLORS[kernel], KERNEL_LABELS[kernel]
         curve = row_out(kernel, ts)
-        axes[0].plot(curve[:, 0], curve[:, 1], color=c, lw=1.8, label=f"{name}: row output g(t)")
+        axes[0].plot(
+            curve[:, 0], curve[:, 1], color=c, lw=1.8, label=f"{name}: row output g(t)"
+        )
         target, trap = row_out(kernel, T_STAR), row_out(kernel, t_h)
         axes[0].plot(*target, marker="*", ms=13, color=c, mec="black", ls="none")
         axes[0].plot(*trap, marker="o", ms=7, color=c, mec="black", ls="none")
-        axes[0].annotate("", xy=trap, xytext=target,
-                         arrowprops=dict(arrowstyle="<->", color=c, lw=1))
+        axes[0].annotate(
+            "", xy=trap, xytext=target, arrowprops=dict(arrowstyle="<->", color=c, lw=1)
+        )
         axes[1].plot(ts, phi(kernel, ts), color=c, lw=1.8, label=name)
         axes[1].plot(t_h, phi(kernel, t_h), "o", color=c, mec="black", ms=7)
         axes[1].plot(T_STAR, 0, "*", color=c, mec="black", ms=13)
-    axes[0].plot(*values()[[0, 2]].T, "s", color="gray", ms=6, label="values $v_1$, $v_3$")
-    axes[0].set(xlabel="first output coordinate", ylabel="second output coordinate",
-                title="outputs a query can reach")
+    axes[0].plot(
+        *values()[[0, 2]].T, "s", color="gray", ms=6, label="values $v_1$, $v_3$"
+    )
+    axes[0].set(
+        xlabel="first output coordinate",
+        ylabel="second output coordinate",
+        title="outputs a query can reach",
+    )
     axes[0].legend(fontsize=8, loc="center right")
-    axes[1].set(xlabel="query $t$ of one token", ylabel=r"row loss $\varphi(t)$",
-                title=r"$\varphi$: global minimum (star) and trap (dot)")
+    axes[1].set(
+        xlabel="query $t$ of one token",
+        ylabel=r"row loss $\varphi(t)$",
+        title=r"$\varphi$: global minimum (star) and trap (dot)",
+    )
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_example_landscape(W1: np.ndarray, W2: np.ndarray, traps: dict, paths: dict):
-    """log10 f(w_1, w_2, t*) on the grid (W1, W2) per kernel, with the global minimum, the three
-    traps and GD paths. traps: {kernel: t_h}; paths: {kernel: {name: (start, history)}} with the
+    """log10 f(w_1, w_2, t*) on the grid (W1, W2) per kernel, with the global minimum,
+    the three traps and GD paths. traps: {kernel: t_h}; paths: {kernel: {name: (start,
+    history)}} with the
     (w1, w2) path in ``history.diagnostics``."""
     from .plotting import KERNEL_COLORS, KERNEL_LABELS, new_figure
 
@@ -236,22 +250,49 @@ def plot_example_landscape(W1: np.ndarray, W2: np.ndarray, traps: dict, paths: d
     for ax, (kernel, t_h) in zip(axes, traps.items()):
         color = KERNEL_COLORS[kernel]
         F = phi(kernel, W1) + phi(kernel, W2)
-        cs = ax.contourf(W1, W2, np.log10(np.maximum(F, 1e-4)),
-                         levels=np.linspace(-4, -0.25, 31), cmap="viridis")
-        ax.plot(T_STAR, T_STAR, "*", ms=15, color="gold", mec="black",
-                label="global minimum (f = 0)")
-        ax.plot([t_h, T_STAR, t_h], [T_STAR, t_h, t_h], "o", ms=8, color=color, mec="white",
-                label="traps (local minima, f > 0)")
+        cs = ax.contourf(
+            W1,
+            W2,
+            np.log10(np.maximum(F, 1e-4)),
+            levels=np.linspace(-4, -0.25, 31),
+            cmap="viridis",
+        )
+        ax.plot(
+            T_STAR,
+            T_STAR,
+            "*",
+            ms=15,
+            color="gold",
+            mec="black",
+            label="global minimum (f = 0)",
+        )
+        ax.plot(
+            [t_h, T_STAR, t_h],
+            [T_STAR, t_h, t_h],
+            "o",
+            ms=8,
+            color=color,
+            mec="white",
+            label="traps (local minima, f > 0)",
+        )
         for name, ((a, b), history) in paths[kernel].items():
             path = np.array([history.diagnostics["w1"], history.diagnostics["w2"]])
             ax.plot(path[0], path[1], "-", color="white", lw=2.4)
             ax.plot(path[0], path[1], "-", color=color, lw=1.4)
             ax.plot(a, b, "s", color="white", mec="black", ms=6)
-            ax.annotate(f"start {name}", (a, b), textcoords="offset points", xytext=(6, 6),
-                        fontsize=8, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
-                                              alpha=0.85))
-        ax.set(title=f"{KERNEL_LABELS[kernel]}: $\\log_{{10}} f(w_1, w_2, t^\\star)$",
-               xlabel="$w_1$ (query of token 1)", ylabel="$w_2$ (query of token 2)")
+            ax.annotate(
+                f"start {name}",
+                (a, b),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+            )
+        ax.set(
+            title=f"{KERNEL_LABELS[kernel]}: $\\log_{{10}} f(w_1, w_2, t^\\star)$",
+            xlabel="$w_1$ (query of token 1)",
+            ylabel="$w_2$ (query of token 2)",
+        )
         ax.grid(False)
         ax.legend(fontsize=7, loc="lower right", framealpha=0.9, frameon=True)
     fig.colorbar(cs, ax=axes, fraction=0.03, pad=0.02, label=r"$\log_{10} f$")

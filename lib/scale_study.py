@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .attention import default_gamma
 from .batched import BatchedAttentionLayer, train_batched
 from .data import stacked_random_problems
 from .stats import wilson_interval
@@ -32,6 +33,8 @@ __all__ = [
     "dimension_point",
     "plot_scale_study",
     "plot_dimension_study",
+    "gaussian_scale_bound",
+    "softmax_saturation_limit",
 ]
 
 QKV = ("W_Q", "W_K", "W_V")
@@ -325,3 +328,68 @@ def plot_dimension_study(
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+@torch.no_grad()
+def gaussian_scale_bound(
+    scales: Sequence[float],
+    seeds: Sequence[int],
+    N: int,
+    n: int,
+    D: int,
+    H: int,
+    device=None,
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """For the Gaussian kernel at each scale s: (lambda_B, bound) per seed, with the
+    bound
+    H n / N exp(-2 gamma m s^2) sum_i ||X_i||^2 of the proposition on large scales
+    (m: the smallest squared query-key distance at s = 1)."""
+    X, _ = stacked_random_problems(seeds, N, n, D, device=device)
+    unit = grid_model("gaussian", [1.0], seeds, D, H, device)
+    Q = torch.einsum("mbnD,mhDd->mbhnd", X, unit.W_Q)
+    K = torch.einsum("mbnD,mhDd->mbhnd", X, unit.W_K)
+    m_min = ((Q.unsqueeze(-2) - K.unsqueeze(-3)) ** 2).sum(-1).amin(dim=(1, 2, 3, 4))
+    mass = (X**2).sum(dim=(1, 2, 3))
+    out = {}
+    for s in scales:
+        model = grid_model("gaussian", [s], seeds, D, H, device)
+        lam = batched_gram_extremes(model, X)[0]
+        gamma = default_gamma(D) if model.gamma is None else model.gamma
+        bound = H * n / N * torch.exp(-2 * gamma * m_min * s**2) * mass
+        out[s] = (lam.cpu().numpy(), bound.cpu().numpy())
+    return out
+
+
+@torch.no_grad()
+def softmax_saturation_limit(
+    seeds: Sequence[int], N: int, n: int, D: int, H: int, s_big: float, device=None
+) -> dict[str, np.ndarray]:
+    """The Softmax limit s -> infinity at each seed: "collide" (two queries of a sample
+    select the same key in every head), "lambda_inf" and "lambda_max_inf" of the limit
+    B_inf (one-hot rows), "gap" (smallest logit gap at s = 1) and "lambda_big"
+    (lambda_B at s = s_big)."""
+    X, _ = stacked_random_problems(seeds, N, n, D, device=device)
+    unit = grid_model("softmax", [1.0], seeds, D, H, device)
+    Q = torch.einsum("mbnD,mhDd->mbhnd", X, unit.W_Q)
+    K = torch.einsum("mbnD,mhDd->mbhnd", X, unit.W_K)
+    logits = Q @ K.transpose(-1, -2) / math.sqrt(D)
+    top2 = logits.topk(2, dim=-1).values
+    choice = logits.argmax(-1)  # (M, N, H, n): the key each query selects
+    SX = torch.nn.functional.one_hot(choice, n).to(X.dtype) @ X.unsqueeze(2)
+    B_inf = SX.permute(0, 1, 3, 2, 4).reshape(len(seeds), N * n, H * D)
+    eig = torch.linalg.eigvalsh(B_inf @ B_inf.transpose(1, 2))
+    rows = choice.permute(0, 1, 3, 2)  # (M, N, n, H)
+    collide = torch.zeros(len(seeds), dtype=torch.bool, device=X.device)
+    for k in range(n):
+        for k2 in range(k + 1, n):
+            collide |= (rows[:, :, k] == rows[:, :, k2]).all(-1).any(-1)
+    big = batched_gram_extremes(grid_model("softmax", [s_big], seeds, D, H, device), X)[
+        0
+    ]
+    return {
+        "collide": collide.cpu().numpy(),
+        "lambda_inf": eig[:, 0].clamp_min(0).cpu().numpy(),
+        "lambda_max_inf": eig[:, -1].cpu().numpy(),
+        "lambda_big": big.cpu().numpy(),
+        "gap": (top2[..., 0] - top2[..., 1]).amin(dim=(1, 2, 3)).cpu().numpy(),
+    }

@@ -157,9 +157,11 @@ def rare_event_bound(events: int, trials: int, confidence: float = 0.95) -> floa
 def median_range_by(
     groups: Sequence[float], values: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per distinct group key (ascending): (keys, median, min, max) of the values in that group.
+    """Per distinct group key (ascending): (keys, median, min, max) of the values in
+    that group.
 
-    ``groups`` and ``values``: sequences of equal, non-zero length (e.g. one entry per run).
+    ``groups`` and ``values``: sequences of equal, non-zero length (e.g. one entry per
+    run).
     """
     groups, values = np.asarray(groups, dtype=float), np.asarray(values, dtype=float)
     if groups.ndim != 1 or groups.shape != values.shape or groups.size == 0:
@@ -169,15 +171,23 @@ def median_range_by(
         )
     keys = np.unique(groups)
     parts = [values[groups == key] for key in keys]
-    return (keys, np.array([np.median(p) for p in parts]), np.array([p.min() for p in parts]),
-            np.array([p.max() for p in parts]))
+    return (
+        keys,
+        np.array([np.median(p) for p in parts]),
+        np.array([p.min() for p in parts]),
+        np.array([p.max() for p in parts]),
+    )
 
 
 def mean_row_cosine(M: torch.Tensor) -> float:
-    """Mean cosine similarity between distinct rows of each (n, D) matrix of M: (..., n, D), n >= 2,
+    """Mean cosine similarity between distinct rows of each (n, D) matrix of M: (..., n,
+    D), n >= 2,
     averaged over the matrices."""
     if not isinstance(M, torch.Tensor) or M.dim() < 2 or M.shape[-2] < 2:
-        raise ValueError(f"M must be a tensor of shape (..., n, D) with n >= 2, got {getattr(M, 'shape', M)!r}")
+        raise ValueError(
+            "M must be a tensor of shape (..., n, D) with n >= 2, got "
+            f"{getattr(M, 'shape', M)!r}"
+        )
     U = torch.nn.functional.normalize(M, dim=-1)
     n = M.shape[-2]
     return ((U @ U.transpose(-1, -2)).sum((-1, -2)) - n).mean().item() / (n * (n - 1))

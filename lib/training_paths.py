@@ -22,7 +22,14 @@ from .hessian import smoothness
 from .theory import batched_b_matrix, batched_gram_extremes, sigma_min_wo
 from .validation import check_positive_float, check_positive_int
 
-__all__ = ["run_path", "path_bounds", "decrease_ratios", "path_summary", "plot_paths"]
+__all__ = [
+    "run_path",
+    "path_bounds",
+    "decrease_ratios",
+    "path_summary",
+    "plot_paths",
+    "value_block_pl_ratios",
+]
 
 
 def _attention(model: BatchedAttentionLayer) -> torch.Tensor:
@@ -209,3 +216,44 @@ def plot_paths(
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def value_block_pl_ratios(
+    kernel: str, *, trials: int = 20, seed: int = 1, device=None
+) -> tuple[float, float]:
+    """The lemma ||grad_{W_V} f||^2 >= 2 mu f, mu = lambda_B sigma^2 / N, checked on a
+    wide shape (N = 3, n = 4, D = 8, H = 2): (the smallest ratio ||grad_{W_V} f||^2 / (2
+    mu f) over ``trials`` random points, LeCun initialization and attention scales in
+    [1/4, 2]; the ratio for orthogonal W_O blocks and a residual u a^T along the bottom
+    eigenvector u of B B^T, where the lemma is an equality)."""
+    from .data import random_problem
+    from .model import AttentionLayer, squared_loss
+    from .theory import b_matrix, lambda_b
+
+    gen = torch.Generator().manual_seed(seed)
+    ratios = []
+    for k in range(trials):
+        prob = random_problem(3, 4, 8, seed=100 + k, device=device)
+        scale = float(2.0 ** (3 * torch.rand(1, generator=gen).item() - 2))
+        model = AttentionLayer(
+            8, H=2, kernel=kernel, qk_scale=scale, seed=200 + k, device=device
+        )
+        loss = squared_loss(model(prob.X), prob.Y)
+        (grad_v,) = torch.autograd.grad(loss, model.W_V)
+        W_O = model.W_O.detach().reshape(2, 8, 8)
+        sigma = torch.linalg.svdvals(W_O)[:, -1].min().item()
+        mu = lambda_b(model, prob.X) * sigma**2 / 3
+        ratios.append((grad_v**2).sum().item() / (2 * mu * loss.item()))
+    model = AttentionLayer(
+        8, H=2, kernel=kernel, init="orthogonal", seed=300, device=device
+    )
+    X = random_problem(3, 4, 8, seed=301, device=device).X
+    B = b_matrix(model, X)
+    eig, U = torch.linalg.eigh(B @ B.T)
+    a = torch.randn(8, generator=gen, dtype=torch.float64).to(X.device)
+    with torch.no_grad():
+        Y = model(X) - torch.outer(U[:, 0], a / a.norm()).reshape(3, 4, 8)
+    loss = squared_loss(model(X), Y)
+    (grad_v,) = torch.autograd.grad(loss, model.W_V)
+    tight = (grad_v**2).sum().item() / (2 * eig[0].item() / 3 * loss.item())
+    return min(ratios), tight

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Check that the built HTML book gives no answer away without a click.
 
-For every chapter with exercises, in ``_build/html/chapters/<chapter>.html``: each answer cell
-(tag ``exercise-answer``) sits entirely inside a collapsed ``<details>`` toggle, every output of
-a check cell (tag ``exercise-check``) too, each solution is a dropdown, and no line of an answer
-region nor any sentence of a solution appears in the text that is visible without a click.
-``scripts/build_book.py`` runs this after every build; ``--html DIR`` checks another build.
+For every chapter with exercises, in ``_build/html/chapters/<chapter>.html``: each
+answer cell (tag ``exercise-answer``) sits entirely inside a collapsed ``<details>``
+toggle, every output of a check cell (tag ``exercise-check``) too, each solution is a
+dropdown, and no line of an answer region nor any sentence of a solution appears in the
+text that is visible without a click.
+``scripts/build_book.py`` runs this after every build; ``--html DIR`` checks another
+build.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ def _norm(text: str) -> str:
 
 
 def secrets(path: Path) -> tuple[list[str], list[str]]:
-    """(answer lines, solution sentences) of a chapter that must stay hidden: answer-region
-    lines that occur nowhere else in the chapter's code, and the plain-prose sentences (no
-    math, roles or code) of its solutions."""
+    """(answer lines, solution sentences) of a chapter that must stay hidden:
+    answer-region lines that occur nowhere else in the chapter's code, and the
+    plain-prose sentences (no math, roles or code) of its solutions."""
     nb = nbformat.read(path, as_version=4)
     other_code, answers, prose = [], [], []
     for cell in nb.cells:
@@ -49,7 +51,9 @@ def secrets(path: Path) -> tuple[list[str], list[str]]:
         elif cell.cell_type == "code":
             other_code.append(_norm(cell.source))
     code = "\n".join(other_code)
-    answers = [a for a in answers if len(a) >= 12 and not a.startswith("#") and a not in code]
+    answers = [
+        a for a in answers if len(a) >= 12 and not a.startswith("#") and a not in code
+    ]
     prose = [s for s in prose if len(s) >= 40 and not re.search(r"[$`{}\\*_]", s)]
     return answers, prose
 
@@ -63,8 +67,9 @@ def page_problems(html: str, path: Path) -> list[str]:
     check_cells = soup.select("div.cell.tag_exercise-check")
     solutions = soup.select("div.solution")
     if not (len(answer_cells) == len(check_cells) == len(solutions) == n):
-        problems.append(f"{name}: {n} exercises but {len(answer_cells)} answer cells, "
-                        f"{len(check_cells)} check cells, {len(solutions)} solutions in the page")
+        problems.append(
+            f"{name}: {n} exercises but {len(answer_cells)} answer cells, "
+            f"{len(check_cells)} check cells, {len(solutions)} solutions in the page")
     for cell in answer_cells:
         for part in cell.select("div.cell_input, div.cell_output"):
             if part.find_parent("details") is None:
@@ -72,7 +77,8 @@ def page_problems(html: str, path: Path) -> list[str]:
     for cell in check_cells:
         for part in cell.select("div.cell_output"):
             if part.find_parent("details") is None:
-                problems.append(f"{name}: a check cell's output is shown without a toggle")
+                problems.append(
+                    f"{name}: a check cell's output is shown without a toggle")
     for sol in solutions:
         if "dropdown" not in sol.get("class", []):
             problems.append(f"{name}: solution {sol.get('id')} is not a dropdown")
@@ -81,7 +87,9 @@ def page_problems(html: str, path: Path) -> list[str]:
     visible = _norm(soup.get_text(" "))
     answers, prose = secrets(path)
     problems += [f"{name}: answer line visible: {a!r}" for a in answers if a in visible]
-    problems += [f"{name}: solution text visible: {s[:60]!r}..." for s in prose if s in visible]
+    problems += [
+        f"{name}: solution text visible: {s[:60]!r}..." for s in prose if s in visible
+    ]
     return problems
 
 

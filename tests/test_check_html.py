@@ -29,14 +29,19 @@ def _chapter(tmp_path) -> Path:
 
 def _page(answer_hidden=True, output_hidden=True, dropdown=True) -> str:
     def wrap(html, hidden):
-        return f"<details class='hide above-input'><summary>Show</summary>{html}</details>" \
-            if hidden else html
+        return (
+            f"<details class='hide above-input'><summary>Show</summary>{html}</details>"
+            if hidden
+            else html
+        )
     answer = f"<div class='cell_input'><pre>{ANSWER}</pre></div>"
-    return f"""<html><body><div class="exercise admonition" id="ex-a"><p>Do it.</p></div>
+    output = wrap("<div class='cell_output'>printed</div>", output_hidden)
+    solution = "solution dropdown" if dropdown else "solution"
+    return f"""<html><body><div class="exercise admonition" id="ex-a"><p>Do.</p></div>
 <div class="cell tag_exercise-answer tag_hide-cell">{wrap(answer, answer_hidden)}</div>
 <div class="cell tag_exercise-check tag_hide-output"><div class="cell_input"><pre>assert
-</pre></div>{wrap("<div class='cell_output'>printed</div>", output_hidden)}</div>
-<div class="solution{' dropdown' if dropdown else ''} admonition" id="sol"><p>{PROSE}.</p></div>
+</pre></div>{output}</div>
+<div class="{solution} admonition" id="sol"><p>{PROSE}.</p></div>
 </body></html>"""
 
 
@@ -50,7 +55,8 @@ def test_visible_answers_are_found(tmp_path):
                for p in check_html.page_problems(_page(answer_hidden=False), path))
     assert any("check cell's output" in p
                for p in check_html.page_problems(_page(output_hidden=False), path))
-    assert any("not a dropdown" in p for p in check_html.page_problems(_page(dropdown=False), path))
+    assert any("not a dropdown" in p
+               for p in check_html.page_problems(_page(dropdown=False), path))
     assert any("solution text visible" in p
                for p in check_html.page_problems(_page() + f"<p>{PROSE}.</p>", path))
     assert any("1 exercises but 0 answer cells" in p

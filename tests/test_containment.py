@@ -77,3 +77,18 @@ def test_run_path_records_and_bounds():
     ok = (dec >= 1).all(axis=0)
     assert (run["loss"][:, ok] <= product[:, ok] * (1 + 1e-9)).all()
     assert running.shape == product.shape
+
+
+def test_measured_containment_and_at_init():
+    from lib.containment import containment_at_init, measured_containment
+    from lib.training_paths import run_path
+
+    X, Y = stacked_random_problems(range(2), 2, 2, 4, device="cpu")
+    make = lambda: BatchedAttentionLayer(2, 4, H=2, init="orthogonal", seeds=[3, 4],  # noqa
+                                         device="cpu")
+    run = run_path(make(), X, Y, ("W_Q", "W_K", "W_V"), steps=15)
+    m = measured_containment(run, make(), X, 2)
+    assert (m["weyl"] >= -1e-12).all() and (m["ratio"] > 0).all()
+    assert (m["travelled"] > 0).all() and m["kept"].dtype == bool
+    ratios = containment_at_init("softmax", 8, 1.0, seeds=range(2), device="cpu")
+    assert ratios.shape == (2,) and (ratios > 0).all()

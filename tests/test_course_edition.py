@@ -1,8 +1,8 @@
 """The course edition (scripts/course_edition.py): student notebooks, masters, grading.
 
-The grading tests run ``otter assign`` and ``otter run`` for real. By default they grade one
-short chapter (the preface, about a minute); ``GDT_GRADE_ALL=1`` grades every chapter with
-exercises, with one single-answer notebook per exercise (tens of minutes).
+The grading tests run ``otter assign`` and ``otter run`` for real. By default they grade
+one short chapter (the preface, about a minute); ``GDT_GRADE_ALL=1`` grades every
+chapter with exercises, with one single-answer notebook per exercise (tens of minutes).
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ import course_edition as ce  # noqa: E402  (scripts/course_edition.py)
 
 CHAPTERS = ce.chapters_with_exercises()
 GRADE_ALL = os.environ.get("GDT_GRADE_ALL") == "1"
-GRADED = CHAPTERS if GRADE_ALL else [p for p in CHAPTERS if p.name == "00_preface.ipynb"]
+GRADED = CHAPTERS if GRADE_ALL else [
+    p for p in CHAPTERS if p.name == "00_preface.ipynb"
+]
 
 
 def _answer_texts(path: Path) -> list[str]:
@@ -48,8 +50,8 @@ def test_student_notebook_has_no_answers(path):
     assert "```{solution}" not in text and "BEGIN SOLUTION" not in code
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     original = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
-                         if c.cell_type == "code" and c.metadata.get("exercise", {}).get("role")
-                         != "answer")
+                         if c.cell_type == "code"
+                         and c.metadata.get("exercise", {}).get("role") != "answer")
     # Every answer line is gone, except lines the chapter also has outside the answers.
     leaked = [t for t in _answer_texts(path) if t in code and t not in original]
     assert not leaked
@@ -66,13 +68,15 @@ def test_student_bootstrap_installs_the_wheel_first(tmp_path, monkeypatch):
     chapter = 'from pathlib import Path\nFOUND = Path("lib/BOOK.txt").is_file()\n'
     out = ce.student_bootstrap(chapter)
     assert out.endswith(chapter) and "lib/BOOK.txt" in out[:-len(chapter)]
-    # Run it in an empty directory with a wheel holding lib/BOOK.txt: lib lands in the cwd.
+    # Run it in an empty directory with a wheel holding lib/BOOK.txt: lib lands in
+    # the cwd.
     wheel = tmp_path / "gd_transformers_book-0.0.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("lib/__init__.py", "")
         zf.writestr("lib/BOOK.txt", "x")
-        zf.writestr("gd_transformers_book-0.0.0.dist-info/METADATA",
-                    "Metadata-Version: 2.1\nName: gd-transformers-book\nVersion: 0.0.0\n")
+        zf.writestr(
+            "gd_transformers_book-0.0.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: gd-transformers-book\nVersion: 0.0.0\n")
         zf.writestr("gd_transformers_book-0.0.0.dist-info/WHEEL",
                     "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr("gd_transformers_book-0.0.0.dist-info/RECORD", "")
@@ -96,20 +100,32 @@ def test_master_notebook_has_one_question_per_exercise(path):
 
 
 # ------------------------------------------------------------------------------ grading
-def _otter_run(autograder: Path, notebook: Path, out: Path) -> dict[str, tuple[float, float]]:
+def _otter_run(autograder: Path, notebook: Path,
+               out: Path) -> dict[str, tuple[float, float]]:
     """Grade ``notebook`` with ``otter run``; {exercise label: (score, max score)}."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # lib from the autograder
-    subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(autograder), "-o", str(out),
-                    str(notebook)], check=True, env=env, cwd=out, stdout=subprocess.DEVNULL)
+    env = {
+        k: v
+        for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # lib from the autograder
+    subprocess.run([
+        sys.executable, "-m", "otter", "run", "-a",
+        str(autograder), "-o",
+        str(out),
+        str(notebook)
+    ], check=True, env=env, cwd=out, stdout=subprocess.DEVNULL)
     results = json.loads((out / "results.json").read_text())
-    return {t["name"]: (t["score"], t["max_score"]) for t in results["tests"] if "score" in t}
+    return {
+        t["name"]: (t["score"], t["max_score"])
+        for t in results["tests"] if "score" in t
+    }
 
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     out = tmp_path_factory.mktemp("student")
-    assert ce.main(["--out", str(out), "--skip-html", "--only", *[p.name for p in GRADED]]) == 0
+    assert ce.main(
+        ["--out", str(out), "--skip-html", "--only", *[p.name for p in GRADED]]) == 0
     return out
 
 
@@ -129,10 +145,12 @@ def test_grading(course, path, tmp_path):
     autograder = course / "autograder" / f"{path.stem}.zip"
 
     # The reference solutions get full marks.
-    full = _otter_run(autograder, course / "instructor" / path.name, tmp_path / "solution")
+    full = _otter_run(autograder, course / "instructor" / path.name,
+                      tmp_path / "solution")
     assert full == {label: (float(p), float(p)) for label, p in points.items()}
 
-    # The untouched student notebook gets zero on every exercise, and the grader finishes.
+    # The untouched student notebook gets zero on every exercise, and the grader
+    # finishes.
     student = course / "notebooks" / path.name
     zero = _otter_run(autograder, student, tmp_path / "student")
     assert zero == {label: (0.0, float(p)) for label, p in points.items()}

@@ -221,9 +221,29 @@ def test_softmax_loss_bound_and_table():
 def test_format_record_table():
     from lib.kernel_study import format_record_table
 
-    cell = {"N": 2, "D": 16, "M": 5, "scale": 1.0, "trainable": ["W_Q"], "budget_x10": {
-        "softmax": {"counts": {"reached": 5, "stalled-finite": 0}},
-        "gaussian": {"counts": {"reached": 3}, "paired": {"only_reference": 2, "only_this": 0,
-                                                        "p_value": 0.5}}}}
+    cell = {
+        "N": 2,
+        "D": 16,
+        "M": 5,
+        "scale": 1.0,
+        "trainable": ["W_Q"],
+        "budget_x10": {
+            "softmax": {"counts": {"reached": 5, "stalled-finite": 0}},
+            "gaussian": {
+                "counts": {"reached": 3},
+                "paired": {"only_reference": 2, "only_this": 0, "p_value": 0.5},
+            },
+        },
+    }
     text = format_record_table({"cells": [cell]}, ["softmax", "gaussian"])
     assert "5 / 3" in text and "2/0, p = 0.5" in text
+
+
+def test_cross_kernel_fit_and_trapped_problems():
+    from lib.kernel_study import cross_kernel_fit, trapped_softmax_problems
+
+    fits = cross_kernel_fit(1, 2, 2, 2, iterations=8, device="cpu")
+    assert fits["softmax"].shape == fits["bound"].shape == (2,)
+    assert (fits["softmax"] >= fits["bound"] * (1 - 1e-6)).all()  # the bound is a bound
+    with pytest.raises(ValueError, match="no such problem"):
+        trapped_softmax_problems(1, 2, 4, ("W_Q",), 2, device="cpu")  # wide: no trap

@@ -81,3 +81,21 @@ def test_path_summary_and_plot():
     assert s["slack"] <= 1e-9 and 0 < s["observed"] <= 1 and len(s["first_bad"]) == 2
     plot_paths({"softmax": run}, 2)
     plot_paths({"softmax": run}, 2, right="sigma", bound_label="")
+
+
+def test_gaussian_bound_and_softmax_limit():
+    from lib.scale_study import gaussian_scale_bound, softmax_saturation_limit
+
+    for lam, bound in gaussian_scale_bound((1.0, 3.0), [0, 1], 2, 3, 4, 1, "cpu").values():
+        assert (lam <= bound).all()
+    lim = softmax_saturation_limit(range(6), 2, 3, 4, 2, 40.0, device="cpu")
+    assert lim["collide"].shape == (6,)
+    zero = lim["lambda_inf"] <= 1e-12 * lim["lambda_max_inf"]
+    assert np.array_equal(zero, lim["collide"])
+
+
+def test_value_block_pl_ratios():
+    from lib.training_paths import value_block_pl_ratios
+
+    low, tight = value_block_pl_ratios("softmax", trials=3, device="cpu")
+    assert low >= 1 - 1e-9 and abs(tight - 1) <= 1e-8
