@@ -3,11 +3,15 @@
 Both kernels take queries ``Q`` and keys ``K`` of shape ``(..., n, d)`` and return ``S`` of shape
 ``(..., n, n)`` with ``S[..., k, j]`` = how much token ``k`` attends to token ``j``.
 
-* Softmax:  S = softmax_row(Q K^T / sqrt(d)); every row sums to 1.
+* Softmax:  S = softmax_row(Q K^T / sqrt(d)); every row sums to 1. The queries are scaled by
+  1/sqrt(d) *before* the product, so the scores overflow only if the scaled ones would.
 * Gaussian: S_kj = exp(-gamma * ||q_k - k_j||^2), gamma = 1 / (2 sqrt(d)) by default; no row
   normalisation unless ``normalize=True``. With the default gamma,
   S_kj = exp(q_k.k_j / sqrt(d)) * exp(-||q_k||^2 / (2 sqrt(d))) * exp(-||k_j||^2 / (2 sqrt(d))):
   the Softmax numerator times two norm factors.
+
+Half precision (float16, bfloat16): the kernels compute in float32 and return S in the input's
+dtype (scores and squared distances overflow float16's range of 65,504 easily).
 """
 from __future__ import annotations
 
@@ -42,6 +46,14 @@ def _check_qk(Q: torch.Tensor, K: torch.Tensor) -> None:
         raise ValueError(f"Q and K must have the same shape (..., n, d), got {tuple(Q.shape)} and {tuple(K.shape)}")
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _widen(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Half-precision tensors as float32 (the kernels compute in float32 and cast back)."""
+    return tuple(t.float() if t.dtype in _HALF else t for t in tensors)
+
+
 def default_gamma(d: int) -> float:
     """The book's default Gaussian bandwidth gamma = 1 / (2 sqrt(d))."""
     return 1.0 / (2.0 * math.sqrt(d))
@@ -50,9 +62,10 @@ def default_gamma(d: int) -> float:
 def softmax_kernel(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Row-wise softmax of the scaled scores. Q, K: (..., n, d) -> S: (..., n, n), rows sum to 1."""
     _check_qk(Q, K)
-    d = Q.shape[-1]
-    scores = Q @ K.transpose(-1, -2) / math.sqrt(d)
-    return torch.softmax(scores, dim=-1)
+    dtype = Q.dtype
+    Q, K = _widen(Q, K)
+    scores = (Q * (1.0 / math.sqrt(Q.shape[-1]))) @ K.transpose(-1, -2)
+    return torch.softmax(scores, dim=-1).to(dtype)
 
 
 def pairwise_sq_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -86,13 +99,15 @@ def gaussian_kernel(
     sum (a row-stochastic variant, for comparison).
     """
     _check_qk(Q, K)
+    dtype = Q.dtype
+    Q, K = _widen(Q, K)
     d = Q.shape[-1]
     gamma = default_gamma(d) if gamma is None else check_positive_float(gamma, "gamma")
     logits = -gamma * pairwise_sq_distances(Q, K)
     if normalize:
         # Row normalisation of exp(logits) is a softmax of the logits: the stable form.
-        return torch.softmax(logits, dim=-1)
-    return torch.exp(logits)
+        return torch.softmax(logits, dim=-1).to(dtype)
+    return torch.exp(logits).to(dtype)
 
 
 def _gaussian_normalized(Q: torch.Tensor, K: torch.Tensor, gamma: float | None = None) -> torch.Tensor:
@@ -146,6 +161,8 @@ def attention_matrix(
     if key_mask is None:
         return fn(Q, K) if kernel == "softmax" else fn(Q, K, gamma=gamma)
     _check_qk(Q, K)
+    if Q.dtype in _HALF or K.dtype in _HALF:
+        return attention_matrix(*_widen(Q, K), kernel, gamma=gamma, key_mask=key_mask).to(Q.dtype)
     n, d = Q.shape[-2], Q.shape[-1]
     if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
         got = key_mask.dtype if isinstance(key_mask, torch.Tensor) else type(key_mask).__name__

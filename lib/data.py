@@ -15,10 +15,10 @@ from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
-from .batched import BatchedAttentionLayer
+from .batched_model import BatchedAttentionLayer
 from .device import get_device
-from .model import AttentionLayer
-from .validation import check_positive_float, check_positive_int
+from .model import AttentionLayer, LayerSettings
+from .validation import check_float_dtype, check_positive_float, check_positive_int, check_seed
 
 __all__ = [
     "random_inputs",
@@ -33,9 +33,7 @@ __all__ = [
 
 
 def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 def random_inputs(
@@ -48,10 +46,14 @@ def random_inputs(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """X: (N, n, D) with i.i.d. N(0, scale^2) entries, drawn from a local generator."""
+    """X: (N, n, D) with i.i.d. N(0, scale^2) entries, drawn from a local generator.
+
+    ``dtype`` must be a floating type (the draws are Gaussian; an integer type would truncate them).
+    """
     for name, value in (("N", N), ("n", n), ("D", D)):
         check_positive_int(value, name)
     check_positive_float(scale, "scale")
+    check_float_dtype(dtype)
     X = torch.randn(N, n, D, generator=_generator(seed), dtype=torch.float64) * scale
     return X.to(dtype=dtype, device=get_device() if device is None else device)
 
@@ -103,12 +105,13 @@ def teacher_problem(
     **teacher_kwargs,
 ) -> RegressionProblem:
     """Inputs from ``seed`` and targets Y = teacher(X) from a teacher layer (seed ``teacher_seed``,
-    default seed + 1) with the given kernel and sizes; extra keyword arguments go to the teacher."""
+    default seed + 1) with the given kernel and sizes; extra keyword arguments (gamma, init,
+    qk_scale) go to the teacher's ``lib.model.LayerSettings``."""
     X = random_inputs(N, n, D, seed=seed, scale=input_scale, dtype=dtype, device=device)
-    teacher = AttentionLayer(
-        D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, seed=seed + 1 if teacher_seed is None else teacher_seed,
-        dtype=dtype, device=X.device, **teacher_kwargs,
-    )
+    qk_scale = teacher_kwargs.pop("qk_scale", 1.0)
+    settings = LayerSettings(D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, dtype=dtype,
+                             device=X.device, **teacher_kwargs)
+    teacher = settings.layer(qk_scale=qk_scale, seed=seed + 1 if teacher_seed is None else teacher_seed)
     with torch.no_grad():
         Y = teacher(X)
     return RegressionProblem(X, Y, teacher, realisable=True)

@@ -16,10 +16,9 @@ import math
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from .attention import default_gamma
-from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
+from .model import WEIGHT_NAMES, AttentionLayer, functional_loss, squared_loss
 from .validation import check_names, check_positive_float, check_positive_int, check_seed
 
 __all__ = [
@@ -66,7 +65,7 @@ def loss_and_gradients(
         params.update({k: v.detach() for k, v in at.items()})
     leaves = {name: params[name].clone().requires_grad_(True) for name in names}
     with torch.enable_grad():
-        loss = loss_fn(functional_call(model, {**params, **leaves}, (X,)), Y)
+        loss = functional_loss(model, X, Y, loss_fn)({**params, **leaves})
         grads = torch.autograd.grad(loss, list(leaves.values()))
     return float(loss.detach()), dict(zip(names, grads))
 

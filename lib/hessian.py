@@ -18,18 +18,24 @@ given); the other weights stay fixed at their current values. Then
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from .batched import BatchedAttentionLayer, per_model_loss
-from .model import WEIGHT_NAMES, squared_loss
-from .validation import check_positive_float, check_positive_int, check_seed, check_tensor
+from .batched_model import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, functional_loss, squared_loss
+from .training import trainable_only
+from .validation import (
+    check_names,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = [
     "flatten_params",
@@ -60,20 +66,7 @@ def _quiet_torch_internals() -> Iterator[None]:
 
 
 def _names(model: nn.Module, names: Sequence[str] | str) -> tuple[str, ...]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    if not names:
-        raise ValueError("names (the trainable weights) must name at least one parameter")
-    named = dict(model.named_parameters())
-    for name in names:
-        if name not in named:
-            raise ValueError(f"unknown parameter name {name!r}; valid: {', '.join(named)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"parameter names must be distinct, got {names}")
-    return names
+    return check_names(model, names, "names (the trainable weights)", noun="parameter name")
 
 
 def flatten_params(model: nn.Module, names: Sequence[str] | str) -> torch.Tensor:
@@ -121,16 +114,8 @@ def loss_of_params(
     ``torch.func.grad`` / ``hessian`` / ``jvp``.
     """
     names = _names(model, names)
-    if not isinstance(X, torch.Tensor) or not isinstance(Y, torch.Tensor):
-        raise TypeError("X and Y must be torch.Tensors")
-    fixed = {k: v.detach().clone() for k, v in model.named_parameters() if k not in names}
-    fixed.update({k: v.detach().clone() for k, v in model.named_buffers()})
-
-    def loss(vector: torch.Tensor) -> torch.Tensor:
-        params = unflatten_params(model, names, vector)
-        return loss_fn(functional_call(model, {**fixed, **params}, (X,)), Y)
-
-    return loss
+    loss_at = functional_loss(model, X, Y, loss_fn)
+    return lambda vector: loss_at(unflatten_params(model, names, vector))
 
 
 def full_hessian(
@@ -331,9 +316,11 @@ def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str,
     largest_abs = float(eigs.abs().max())
     if tol is None:
         tol = 1e-8 * largest_abs
-    elif isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    tol = float(tol)
+    else:
+        try:
+            tol = check_number(tol, "tol", 0.0)
+        except (TypeError, ValueError):
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}") from None
     num_negative = int((eigs < -tol).sum())
     num_zero = int((eigs.abs() <= tol).sum())
     return {
@@ -356,18 +343,15 @@ def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss_fn: L
 
 
 @contextlib.contextmanager
-def _differentiable(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
-    """Enable gradients on the named parameters (and grad mode) and restore the flags after."""
-    named = dict(model.named_parameters())
-    flags = {name: p.requires_grad for name, p in named.items()}
-    try:
-        for name in names:
-            named[name].requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        for name, p in named.items():
-            p.requires_grad_(flags[name])
+def _summed_loss_gradients(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, trainable: Sequence[str] | str, loss_fn: LossFn
+) -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...], int]]:
+    """Within the block: (the trained parameters, the gradients of the summed loss sum_m f_m with
+    a graph for second derivatives, M). Only the trained parameters require gradients there."""
+    names = _names(model, trainable)
+    with trainable_only(model, names, "names (the trainable weights)") as leaves, torch.enable_grad():
+        losses = _model_losses(model, X, Y, loss_fn)
+        yield leaves, torch.autograd.grad(losses.sum(), leaves, create_graph=True), losses.shape[0]
 
 
 def batched_hessians(
@@ -384,13 +368,7 @@ def batched_hessians(
     equals ``full_hessian(model.layer(m), X_m, Y_m, trainable)``: the summed loss sum_m f_m has a
     block-diagonal Hessian, so one reverse pass per column serves all models. Symmetrised.
     """
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         flat = torch.cat([g.reshape(M, -1) for g in grads], dim=1)  # (M, P)
         columns = []
         for i in range(flat.shape[1]):  # column i of every model's Hessian at once
@@ -415,13 +393,7 @@ def _power_iteration(
     with v the unit vector after ``iters - 1`` multiplications of a seeded Gaussian start."""
     iters = check_positive_int(iters, "iters")
     seed = check_seed(seed, "seed")
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         gen = torch.Generator().manual_seed(seed)
         v = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype).to(p.device) for p in leaves]
 

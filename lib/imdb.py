@@ -4,9 +4,15 @@ The loader reads, from one *data directory*, whichever of these it finds first:
 
 1. a CSV: ``imdb.csv.gz`` or ``imdb.csv`` (or any ``*.csv`` / ``*.csv.gz`` whose header has the
    columns ``review`` and ``sentiment``), with columns ``review,sentiment[,split]``;
-2. the unpacked official tree ``aclImdb/`` (``train/pos``, ``train/neg``, ``test/pos``,
-   ``test/neg``, files ``<id>_<rating>.txt``);
-3. the official archive ``aclImdb_v1.tar.gz`` (read directly, without unpacking to disk).
+2. the official archive ``aclImdb_v1.tar.gz`` (read directly, without unpacking to disk) when
+   its size and sha256 are the official ones;
+3. the unpacked official tree ``aclImdb/`` (``train/pos``, ``train/neg``, ``test/pos``,
+   ``test/neg``, files ``<id>_<rating>.txt``).
+
+The verified archive is preferred to a tree because a tree cannot be checked byte by byte (an
+interrupted unpack leaves a partial one); the choice is stated in ``ImdbData.note``. The tree and
+the archive must hold the official 12,500 reviews per split and label; a CSV whose splits differ
+from the official 25,000 / 25,000 reviews is read with a ``UserWarning``.
 
 The data directory is the ``data_dir`` argument, else the environment variable ``GDT_DATA_DIR``,
 else ``~/.cache/gdt-book/imdb``. If nothing is there, :func:`load_imdb` downloads the official
@@ -29,7 +35,9 @@ import os
 import re
 import tarfile
 import tempfile
+import time
 import urllib.request
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +46,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .validation import check_int
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -48,6 +58,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
     "PAD_ID",
+    "REVIEWS_PER_LABEL",
     "PAD_TOKEN",
     "SPLIT_SEED",
     "UNK_ID",
@@ -75,6 +86,10 @@ CSV_NAMES = ("imdb.csv.gz", "imdb.csv")
 DATA_DIR_ENV = "GDT_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/gdt-book/imdb")
 SIDECAR_SUFFIX = ".sha256-ok"
+#: Reviews per split and label in the official data (train/test x pos/neg).
+REVIEWS_PER_LABEL = 12_500
+#: Partial downloads (``.aclImdb_v1.tar.gz.*.part``) older than this are removed as stale.
+STALE_PART_SECONDS = 3600
 #: Seed of the stratified 50/50 train/test split made for a CSV without a ``split`` column.
 SPLIT_SEED = 0
 
@@ -108,6 +123,7 @@ class ImdbData:
     test_texts: list[str] = field(repr=False)
     test_labels: list[int] = field(repr=False)
     source: Path
+    note: str = ""
 
     def __post_init__(self) -> None:
         if len(self.train_texts) != len(self.train_labels):
@@ -119,7 +135,7 @@ class ImdbData:
         return (
             f"ImdbData(train={len(self.train_texts)} ({sum(self.train_labels)} positive), "
             f"test={len(self.test_texts)} ({sum(self.test_labels)} positive), "
-            f"source={str(self.source)!r})"
+            f"source={str(self.source)!r}" + (f", note={self.note!r})" if self.note else ")")
         )
 
 
@@ -180,7 +196,8 @@ def _missing_message(directory: Path, reason: str | None = None) -> str:
 
 
 def find_imdb_source(data_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the IMDb data to read, in the order CSV, ``aclImdb/`` tree, archive.
+    """Path of the IMDb data to read, in the order CSV, verified archive, ``aclImdb/`` tree
+    (an archive without a tree is returned unverified: ``load_imdb`` verifies it).
 
     ``data_dir`` may also name the source itself (a CSV, the archive, or an ``aclImdb`` folder),
     or a data root whose ``imdb/`` folder holds the data. Raises ``FileNotFoundError`` (saying
@@ -205,10 +222,11 @@ def find_imdb_source(data_dir: str | os.PathLike | None = None) -> Path:
             header = _csv_header(p)
             if header is not None and "review" in header and "sentiment" in header:
                 return p
-    if (d / TREE_NAME).is_dir():
-        return d / TREE_NAME
-    if (d / ARCHIVE_NAME).is_file():
-        return d / ARCHIVE_NAME
+    archive, tree = d / ARCHIVE_NAME, d / TREE_NAME
+    if archive.is_file() and (not tree.is_dir() or _verified(archive)):
+        return archive  # an unverified archive beside a tree: the tree is read (see the note)
+    if tree.is_dir():
+        return tree
     if (d / "imdb").is_dir():  # GDT_DATA_DIR may name a data root with an imdb/ folder
         try:
             return find_imdb_source(d / "imdb")
@@ -239,6 +257,41 @@ def _write_sidecar(path: Path, sha256: str) -> None:
         _sidecar(path).write_text(json.dumps(record))
     except OSError:  # read-only data directory: verification is just not cached
         pass
+
+
+def _verified(path: Path) -> bool:
+    try:
+        verify_archive(path)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _choice_note(src: Path) -> str:
+    """Which of an archive and a tree side by side was read, and why ("" when not both)."""
+    d = src.parent
+    archive, tree = d / ARCHIVE_NAME, d / TREE_NAME
+    if not (archive.is_file() and tree.is_dir()):
+        return ""
+    if src == archive:
+        return (f"read the verified archive {ARCHIVE_NAME}; the {TREE_NAME}/ folder beside it "
+                f"was not read (the archive is checked against the official sha256)")
+    return (f"read the {TREE_NAME}/ folder: the archive {ARCHIVE_NAME} beside it does not have "
+            f"the official size and sha256")
+
+
+def _remove_stale_parts(d: Path) -> list[Path]:
+    """Delete partial downloads left by an interrupted process (older than STALE_PART_SECONDS)."""
+    removed = []
+    now = time.time()
+    for part in d.glob(f".{ARCHIVE_NAME}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            pass
+    return removed
 
 
 def verify_archive(path: str | os.PathLike) -> None:
@@ -281,13 +334,16 @@ def download_imdb(data_dir: str | os.PathLike | None = None, *, progress: bool =
 
     The bytes go to a temporary file in the same directory; only when size and sha256 match is
     it renamed (atomically, ``os.replace``) to ``aclImdb_v1.tar.gz``. On any failure the
-    temporary file is removed, so a partial or corrupt download is never taken for a good one.
+    temporary file is removed, so a partial or corrupt download is never taken for a good one;
+    temporary files that a killed process left behind (older than ``STALE_PART_SECONDS``) are
+    removed first.
     Raises ``IntegrityError`` on a mismatch, and the network's ``OSError`` when offline.
     """
     from tqdm.auto import tqdm
 
     d = resolve_data_dir(data_dir)
     d.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(d)
     dest = d / ARCHIVE_NAME
     fd, tmp_name = tempfile.mkstemp(prefix=f".{ARCHIVE_NAME}.", suffix=".part", dir=d)
     tmp = Path(tmp_name)
@@ -413,6 +469,14 @@ def _read_csv(path: Path) -> ImdbData:
     for name in ("train", "test"):
         if not getattr(data, f"{name}_texts"):
             raise ImdbFormatError(f"{path}: no reviews in the {name} split")
+    official = 2 * REVIEWS_PER_LABEL
+    counts = (len(data.train_texts), len(data.test_texts))
+    if counts != (official, official):
+        warnings.warn(
+            f"{path} holds {counts[0]:,} train and {counts[1]:,} test reviews, not the official "
+            f"{official:,} / {official:,}: a different or incomplete copy of IMDb (a file cut "
+            f"at a row boundary loses rows without any other sign); results will differ from "
+            f"the book's", UserWarning, stacklevel=3)
     return data
 
 
@@ -421,14 +485,25 @@ def _sort_key(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else 1 << 62, name)
 
 
-def _assemble(groups: dict[tuple[str, str], list[tuple[str, str]]], source: Path) -> ImdbData:
-    """groups[(split, 'pos'|'neg')] = [(file name, text)] -> ImdbData in the canonical order."""
+def _assemble(
+    groups: dict[tuple[str, str], list[tuple[str, str]]], source: Path,
+    error: type[ValueError] = ImdbFormatError,
+) -> ImdbData:
+    """groups[(split, 'pos'|'neg')] = [(file name, text)] -> ImdbData in the canonical order.
+
+    Every (split, label) must hold the official REVIEWS_PER_LABEL reviews; ``error`` is raised
+    otherwise (``ImdbFormatError`` for a tree, ``IntegrityError`` for an archive)."""
+    what = ("an interrupted unpack leaves a partial tree: delete it and unpack the archive "
+            "again, or put the verified archive beside it" if error is ImdbFormatError else
+            "the archive's tar stream ended early or holds other data")
     out: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in _SPLITS}
     for split in _SPLITS:
         for label_dir, label in _LABEL_DIRS:
             items = groups.get((split, label_dir), [])
-            if not items:
-                raise ImdbFormatError(f"{source}: no reviews in {TREE_NAME}/{split}/{label_dir}/*.txt")
+            if len(items) != REVIEWS_PER_LABEL:
+                raise error(
+                    f"{source}: {TREE_NAME}/{split}/{label_dir}/ holds {len(items):,} reviews, "
+                    f"expected the official {REVIEWS_PER_LABEL:,} ({what})")
             for name, text in sorted(items, key=lambda it: _sort_key(it[0])):
                 if not text.strip():
                     raise ImdbFormatError(f"{source}: empty review {split}/{label_dir}/{name}")
@@ -450,30 +525,35 @@ def _read_tree(root: Path) -> ImdbData:
                 ]
             except UnicodeDecodeError as err:
                 raise ImdbFormatError(f"{folder}: a review is not valid UTF-8: {err}") from err
-    return _assemble(groups, root)
+    return _assemble(groups, root, ImdbFormatError)
 
 
 def _read_archive(path: Path) -> ImdbData:
     """Stream the archive's ``aclImdb/{train,test}/{pos,neg}/*.txt`` members (no unpacking)."""
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     try:
-        with tarfile.open(path, mode="r|gz") as tf:
-            for member in tf:
-                m = _MEMBER_RE.match(member.name)
-                if m is None or not member.isfile():
-                    continue
-                f = tf.extractfile(member)
-                if f is None:
-                    continue
-                text = f.read().decode("utf-8")
-                groups.setdefault((m.group(1), m.group(2)), []).append((m.group(3), text))
+        with gzip.open(path, "rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tf:
+                for member in tf:
+                    m = _MEMBER_RE.match(member.name)
+                    if m is None or not member.isfile():
+                        continue
+                    f = tf.extractfile(member)
+                    if f is None:
+                        continue
+                    text = f.read().decode("utf-8")
+                    groups.setdefault((m.group(1), m.group(2)), []).append((m.group(3), text))
+            # tarfile stops quietly where a header is cut; the compressed stream must still
+            # reach its end-of-stream marker (gzip raises EOFError when it ends early).
+            while gz.read(1 << 20):
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeDecodeError) as err:
         raise IntegrityError(
             f"The archive {path} is truncated or corrupt ({type(err).__name__}: {err}). Delete it "
             f"and call load_imdb() again to download it, or replace it with the official archive "
             f"from {ARCHIVE_URL}."
         ) from err
-    return _assemble(groups, path)
+    return _assemble(groups, path, IntegrityError)
 
 
 def load_imdb(
@@ -505,11 +585,14 @@ def load_imdb(
                 _missing_message(d, reason=f"downloading {ARCHIVE_URL} failed: {err}")
             ) from err
     if src.is_dir():
-        return _read_tree(src)
-    if src.name.endswith((".tar.gz", ".tgz")):
+        data = _read_tree(src)
+    elif src.name.endswith((".tar.gz", ".tgz")):
         verify_archive(src)
-        return _read_archive(src)
-    return _read_csv(src)
+        data = _read_archive(src)
+    else:
+        data = _read_csv(src)
+    data.note = _choice_note(src)
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,14 +622,6 @@ def _check_texts(name: str, texts: object) -> None:
         raise TypeError(f"{name} must be a sequence of strings, not a single string (wrap it in a list)")
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 class Vocabulary:
     """Token <-> id map: ``<pad>`` = 0, ``<unk>`` = 1, then tokens by frequency (desc), ties
     alphabetically. ``itos[i]`` is the token of id ``i``; ``stoi`` the inverse map."""
@@ -570,8 +645,8 @@ class Vocabulary:
     @classmethod
     def _from_token_lists(cls, token_lists: Iterable[list[str]], max_size: int,
                           min_freq: int) -> "Vocabulary":
-        max_size = _check_int("max_size", max_size, 2)
-        min_freq = _check_int("min_freq", min_freq, 1)
+        max_size = check_int(max_size, "max_size", 2)
+        min_freq = check_int(min_freq, "min_freq", 1)
         counts: Counter[str] = Counter()
         for toks in token_lists:
             counts.update(toks)
@@ -601,7 +676,7 @@ class Vocabulary:
         at the end with ``PAD_ID`` = 0 (so ``ids != 0`` is the mask of real tokens).
         With ``return_lengths=True`` also returns the number of real tokens, shape (N,)."""
         _check_texts("texts", texts)
-        seq_len = _check_int("seq_len", seq_len, 1)
+        seq_len = check_int(seq_len, "seq_len", 1)
         ids, lengths = self._encode_token_lists([tokenize(t) for t in texts], seq_len)
         return (ids, lengths) if return_lengths else ids
 
@@ -656,14 +731,14 @@ def imdb_tensors(
     """
     if not isinstance(data, ImdbData):
         raise TypeError(f"data must be an ImdbData (from load_imdb), got {type(data).__name__}")
-    seq_len = _check_int("seq_len", seq_len, 1)
-    vocab_size = _check_int("vocab_size", vocab_size, 2)
-    min_freq = _check_int("min_freq", min_freq, 1)
-    seed = _check_int("seed", seed, 0)
+    seq_len = check_int(seq_len, "seq_len", 1)
+    vocab_size = check_int(vocab_size, "vocab_size", 2)
+    min_freq = check_int(min_freq, "min_freq", 1)
+    seed = check_int(seed, "seed", 0)
     if max_train is not None:
-        max_train = _check_int("max_train", max_train, 1)
+        max_train = check_int(max_train, "max_train", 1)
     if max_test is not None:
-        max_test = _check_int("max_test", max_test, 1)
+        max_test = check_int(max_test, "max_test", 1)
     rng = np.random.default_rng(seed)
 
     def subset(texts: list[str], labels: list[int], n: int | None) -> tuple[list[str], np.ndarray]:

@@ -27,11 +27,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from .batched import BatchedAttentionLayer, per_model_loss
-from .model import WEIGHT_NAMES, AttentionLayer, squared_loss
-from .validation import check_positive_int
+from .batched_model import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, AttentionLayer, functional_loss, squared_loss
+from .validation import check_names, check_positive_int, check_seed
 
 __all__ = [
     "Params",
@@ -65,10 +64,7 @@ def get_params(module: nn.Module, names: Iterable[str] | None = None) -> Params:
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     named = dict(module.named_parameters())
-    names = list(named) if names is None else list(names)
-    for name in names:
-        if name not in named:
-            raise ValueError(f"unknown parameter name {name!r}; valid: {', '.join(named)}")
+    names = list(named) if names is None else check_names(module, list(names), noun="parameter name")
     return {name: named[name].detach().clone() for name in names}
 
 
@@ -83,15 +79,11 @@ def model_loss_fn(
     ``params`` may hold any subset of the parameters; the others keep copies of their values at the
     time of this call. The model itself is never modified.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    base = {k: v.detach().clone() for k, v in model.named_parameters()}
-    base.update({k: v.detach().clone() for k, v in model.named_buffers()})
+    loss_at = functional_loss(model, X, Y, loss_fn)
 
     def loss(params: Mapping[str, torch.Tensor]) -> float:
-        _check_names(params, base, "params")
         with torch.no_grad():
-            return float(loss_fn(functional_call(model, {**base, **params}, (X,)), Y))
+            return float(loss_at(params))
 
     return loss
 
@@ -178,8 +170,7 @@ def random_direction(
     the axes given in ``dims[name]``). 0-D/1-D parameters are set to zero unless ``keep_1d`` (then the
     whole vector is one filter). Without ``filter_normalize`` the raw Gaussian draw is returned.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     _check_params(params, "params")
     gen = torch.Generator().manual_seed(seed)
     direction: Params = {}

@@ -29,8 +29,27 @@ from torch import nn
 
 from . import set_seed
 from .attention import get_kernel
-from .trainer import TrainingError, progress_bar, report_failure
-from .validation import check_choice, check_positive_float, check_positive_int
+from .training import (
+    FAILED,
+    INTERRUPTED,
+    MAX_STEPS,
+    NON_FINITE,
+    DIVERGED,
+    TrainingError,
+    divergence_message,
+    non_finite_message,
+    progress_bar,
+    report_failure,
+    resolve_config,
+)
+from .validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 
 __all__ = [
     "MinibatchConfig",
@@ -46,22 +65,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 EMA_DECAY = 0.9  # smoothing of the training loss for the divergence test
-
-
-def _nonneg_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _number(value: object, name: str, lo: float, hi: float, hi_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    ok = lo <= value < hi if hi_open else lo <= value <= hi
-    if not ok:
-        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {value}")
-    return value
 
 
 @dataclass
@@ -108,21 +111,21 @@ class MinibatchConfig:
             raise TypeError(f"optimizer must be a str, one of {list(OPTIMIZERS)}, got {type(self.optimizer).__name__}")
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         self.lr = check_positive_float(self.lr, "lr (the learning rate)")
-        self.momentum = _number(self.momentum, "momentum", 0.0, 1.0)
+        self.momentum = check_number(self.momentum, "momentum", 0.0, 1.0, high_open=True)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError(f"momentum applies to optimizer='sgd' only (Adam uses betas), got {self.momentum}")
-        self.weight_decay = _number(self.weight_decay, "weight_decay", 0.0, math.inf)
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", 0.0, math.inf)
         if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        self.betas = (_number(self.betas[0], "betas[0]", 0.0, 1.0), _number(self.betas[1], "betas[1]", 0.0, 1.0))
+        self.betas = tuple(check_number(b, f"betas[{i}]", 0.0, 1.0, high_open=True) for i, b in enumerate(self.betas))
         check_positive_int(self.batch_size, "batch_size")
-        _nonneg_int(self.steps, "steps")
+        check_int(self.steps, "steps", 0)
         check_positive_int(self.eval_every, "eval_every")
         check_positive_int(self.eval_batch_size, "eval_batch_size")
-        _nonneg_int(self.train_eval_size, "train_eval_size")
+        check_int(self.train_eval_size, "train_eval_size", 0)
         if self.grad_clip is not None:
             self.grad_clip = check_positive_float(self.grad_clip, "grad_clip")
-        _nonneg_int(self.seed, "seed")
+        check_seed(self.seed)
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be True or False, got {self.progress!r}")
         check_choice(self.on_failure, "on_failure", ["warn", "raise"])
@@ -180,7 +183,7 @@ class ClassifierHistory:
     @property
     def failed(self) -> bool:
         """True when training diverged or produced non-finite values."""
-        return self.status in ("diverged", "non_finite")
+        return self.status in FAILED
 
     @property
     def final_test_acc(self) -> float:
@@ -342,12 +345,7 @@ def train_classifier(
     ``requires_grad`` are trained. Callbacks are called at every evaluation with an ``EvalState``
     and may return a dict of numbers, stored in ``history.diagnostics``.
     """
-    if config is None:
-        config = MinibatchConfig(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    if not isinstance(config, MinibatchConfig):
-        raise TypeError(f"config must be a MinibatchConfig, got {type(config).__name__}")
+    config = resolve_config(config, overrides, MinibatchConfig)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     X_tr, y_tr = _check_split(train, "train")
@@ -402,7 +400,7 @@ def train_classifier(
                 if step % config.eval_every == 0 or step == config.steps:
                     run_evaluation(step)
                 if step == config.steps:
-                    history.status = "max_steps"
+                    history.status = MAX_STEPS
                     history.message = f"ran all {config.steps} steps"
                     break
                 model.train()
@@ -421,10 +419,10 @@ def train_classifier(
                 history.train_loss.append(value)
                 history.train_acc.append(batch_acc)
                 history.grad_norm.append(gnorm)
+                lr = f"{config.lr}, optimizer={config.optimizer}"
                 if not math.isfinite(value) or not math.isfinite(gnorm):
                     what = f"the mini-batch loss is {value}" if not math.isfinite(value) else "a gradient is not finite"
-                    report_failure(history, config, "non_finite",
-                          f"training stopped at step {step}: {what} (optimizer={config.optimizer}, lr={config.lr})")
+                    report_failure(history, config, NON_FINITE, non_finite_message(step, value, [], lr, what))
                     break
                 if ema is None:
                     ema = value
@@ -432,9 +430,9 @@ def train_classifier(
                 else:
                     ema = EMA_DECAY * ema + (1 - EMA_DECAY) * value
                 if ema > config.divergence_factor * reference:
-                    report_failure(history, config, "diverged",
-                          f"training diverged at step {step}: smoothed loss {ema:.3e} > {config.divergence_factor:g} "
-                          f"x {reference:.3e} (optimizer={config.optimizer}, lr={config.lr}; try a smaller lr)")
+                    report_failure(history, config, DIVERGED, divergence_message(
+                        step, ema, config.divergence_factor, reference, lr, what="smoothed loss",
+                        reference_what="max(first loss, log of the number of classes)"))
                     break
                 if config.grad_clip is not None and gnorm > config.grad_clip:
                     scale = config.grad_clip / (gnorm + 1e-12)
@@ -445,7 +443,7 @@ def train_classifier(
         model.train(was_training)
         history.seconds = time.perf_counter() - start
         if history.status == "running":
-            history.status = "interrupted"
+            history.status = INTERRUPTED
             history.message = history.message or "training was interrupted"
     return history
 

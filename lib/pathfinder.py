@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .validation import check_int, check_number, check_seed
+
 __all__ = ["PathfinderData", "make_pathfinder"]
 
 _CHUNK = 4096  # images generated at once (bounds the memory of the vectorised steps)
@@ -74,24 +76,6 @@ class PathfinderData:
             f"PathfinderData(N={len(self)}, resolution={self.resolution}, "
             f"connected={int(self.labels.sum())}, bridge_radius={self.bridge_radius})"
         )
-
-
-def _int_arg(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
-
-
-def _float_arg(name: str, value: object, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not (low <= value <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
 
 
 def _disc_offsets(radius: float) -> np.ndarray:
@@ -313,31 +297,28 @@ def make_pathfinder(
     Returns a :class:`PathfinderData`: images (N, R, R) float32 in [0, 1], labels (N,) long,
     marker_paths (N, 2), marker_coords (N, 2, 2), num_paths (N,).
     """
-    num_images = _int_arg("num_images", num_images, 1)
-    res = _int_arg("resolution", resolution, _MIN_RESOLUTION)
-    seed = _int_arg("seed", seed, 0)
+    num_images = check_int(num_images, "num_images", 1)
+    res = check_int(resolution, "resolution", _MIN_RESOLUTION)
+    seed = check_seed(seed)
     s = res / 32
     if num_distractors is None:
         num_distractors = round(2 * s)
-    num_distractors = _int_arg("num_distractors", num_distractors, 0, 64)
-    marker_radius = _float_arg("marker_radius", 1.5 * max(s, 1.0) if marker_radius is None
-                               else marker_radius,
-                               0.0, res / 8)
+    num_distractors = check_int(num_distractors, "num_distractors", 0, 64)
+    marker_radius = check_number(1.5 * max(s, 1.0) if marker_radius is None else marker_radius,
+                                 "marker_radius", 0.0, res / 8)
     margin = int(math.floor(marker_radius))
     inner = res - 1 - 2 * margin
-    dash_length = _int_arg("dash_length", max(1, round(3 * s)) if dash_length is None
-                           else dash_length, 1)
-    gap_length = _int_arg("gap_length", max(1, round(s)) if gap_length is None else gap_length,
-                          0, res // 4)
+    dash_length = check_int(max(1, round(3 * s)) if dash_length is None else dash_length,
+                            "dash_length", 1)
+    gap_length = check_int(max(1, round(s)) if gap_length is None else gap_length, "gap_length", 0, res // 4)
     bridge = (gap_length + 1) // 2  # ceil(gap / 2)
     sep = 2 * bridge + 2
-    path_length = _int_arg("path_length", round(24 * s) if path_length is None else path_length,
-                           3, 2 * inner)
-    distractor_length = _int_arg(
-        "distractor_length", round(10 * s) if distractor_length is None else distractor_length,
+    path_length = check_int(round(24 * s) if path_length is None else path_length, "path_length", 3, 2 * inner)
+    distractor_length = check_int(
+        round(10 * s) if distractor_length is None else distractor_length, "distractor_length",
         3, 2 * inner)
-    curvature = _float_arg("curvature", curvature, 0.0, math.pi / 2)
-    max_tries = _int_arg("max_tries", max_tries, 1)
+    curvature = check_number(curvature, "curvature", 0.0, math.pi / 2)
+    max_tries = check_int(max_tries, "max_tries", 1)
 
     params = dict(
         path_length=path_length, distractor_length=distractor_length,

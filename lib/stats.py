@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.stats import binom, norm
 
+from .validation import check_int, check_number
+
 __all__ = [
     "wilson_interval",
     "PairedTable",
@@ -42,24 +44,11 @@ def wilson_interval(
     Unlike the normal (Wald) interval it stays inside [0, 1] and has a sensible width at
     0 or ``trials`` successes, which is where counts of converged seeds often sit.
     """
-    for name, value in (("successes", successes), ("trials", trials)):
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise TypeError(
-                f"{name} must be an integer, got {value!r} ({type(value).__name__})"
-            )
-    successes, trials = int(successes), int(trials)
-    if trials <= 0:
-        raise ValueError(f"trials must be a positive integer, got {trials}")
-    if not 0 <= successes <= trials:
-        raise ValueError(
-            f"successes must be in [0, trials] = [0, {trials}], got {successes}"
-        )
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, (int, float))
-        or not 0.0 < confidence < 1.0
-    ):
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    trials = check_int(trials, "trials", minimum=1)
+    successes = check_int(successes, "successes", 0, trials)
+    confidence = check_number(
+        confidence, "confidence", 0.0, 1.0, low_open=True, high_open=True
+    )
     z = float(norm.ppf(0.5 + confidence / 2))
     p = successes / trials
     denominator = 1 + z**2 / trials

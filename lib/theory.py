@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batched import BatchedAttentionLayer
+from .batched_model import BatchedAttentionLayer
 from .gradients import loss_and_gradients
 from .model import AttentionLayer
 from .validation import check_positive_float, check_tensor

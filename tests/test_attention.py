@@ -284,3 +284,33 @@ def test_kernels_reject_bad_shapes(fn):
         fn(randn(3), randn(3))
     with pytest.raises(TypeError, match="K must be a torch.Tensor"):
         fn(randn(3, 2), [[1.0, 2.0]] * 3)
+
+
+# ------------------------------------------------------------ overflow and half precision
+def test_softmax_scales_the_queries_before_the_product():
+    from lib.attention import softmax_kernel
+
+    # Q K^T overflows float32 (64 x 1.6e37 > 3.4e38), Q K^T / sqrt(64) does not.
+    Q = torch.full((1, 3, 64), 4e18, dtype=torch.float32)
+    K = torch.full((1, 3, 64), 4e18, dtype=torch.float32)
+    K[0, 1] *= 0.5
+    S = softmax_kernel(Q, K)
+    assert torch.isfinite(S).all()
+    assert torch.allclose(S, softmax_kernel(Q.double(), K.double()).float())
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "gaussian", "gaussian_normalized"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(kernel, dtype):
+    from lib.attention import attention_matrix
+
+    Q = 40 * randn(2, 5, 8, seed=1)  # scores of order 40^2 * 8 / sqrt(8): beyond float16
+    K = 40 * randn(2, 5, 8, seed=2)
+    half = attention_matrix(Q.to(dtype), K.to(dtype), kernel)
+    reference = attention_matrix(Q.to(dtype).double(), K.to(dtype).double(), kernel)
+    assert half.dtype == dtype and torch.isfinite(half).all()
+    assert torch.allclose(half.double(), reference, atol=1e-2)
+    mask = torch.tensor([[True, True, True, False, True]] * 2)
+    masked = attention_matrix(Q.to(dtype), K.to(dtype), kernel, key_mask=mask)
+    assert masked.dtype == dtype and torch.isfinite(masked).all()
+    assert (masked[..., 3] == 0).all()

@@ -377,3 +377,15 @@ def test_train_layers_equals_train_batched_and_leaves_the_layers_unchanged():
     assert np.array_equal(history.loss, expected.loss) and len(trained) == 3
     for m, layer in enumerate(trained):
         assert torch.equal(layer.W_Q, reference.W_Q[m]) and torch.equal(layers[m].W_Q, before[m])
+
+
+def test_batched_step_0_message_and_empty_data():
+    problems, X, Y = _problems(2, 3, 3, 4)
+    model = BatchedAttentionLayer(2, 4, seeds=[0, 1], device=CPU)
+    with torch.no_grad():
+        model.W_O[1, 0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="model 1: training stopped at step 0: .*no step was taken"):
+        history = train_batched(model, X, Y, steps=3, lr=0.1)
+    assert history.status == ["max_steps", "non_finite"]
+    with pytest.raises(ValueError, match="X must not be empty"):
+        train_batched(model, X[:, :0], Y[:, :0], steps=1)

@@ -185,3 +185,9 @@ def test_batched_teacher_problems(kernel, trainable):
     assert torch.equal(other.X.to(DEVICE), X)  # the inputs depend on the sizes only
     with pytest.raises(ValueError, match="trainable must be distinct names"):
         batched_teacher_problems(kernel, 2, 3, 2, ("W_V",), 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, "float64"])
+def test_random_inputs_rejects_a_non_floating_dtype(dtype):
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        random_inputs(2, 3, 4, dtype=dtype)

@@ -223,3 +223,9 @@ def test_top_eigenvalue_and_smoothness_match_the_exact_spectrum(kernel):
         smoothness(model, X, Y, names, seed=-1)
     with pytest.raises(TypeError, match="iters must be a positive integer"):
         top_eigenvalue(model, X, Y, names, iters=2.5)
+
+
+def test_hessian_of_empty_data_is_rejected():
+    model, X, Y = _setup()
+    with pytest.raises(ValueError, match="X must not be empty"):
+        full_hessian(model, X[:0], Y[:0], ("W_V",))

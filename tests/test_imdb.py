@@ -64,6 +64,12 @@ def archive_bytes(tmp_path: Path) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def tiny_official_counts(monkeypatch):
+    """The tiny tree and archive hold 2 reviews per split and label: make that the official count."""
+    monkeypatch.setattr(imdb, "REVIEWS_PER_LABEL", 2)
+
+
 @pytest.fixture
 def tiny_archive(tmp_path, monkeypatch):
     """The tiny archive's bytes; the module's expected size and sha256 are set to its values."""
@@ -155,13 +161,13 @@ def test_resolve_data_dir_argument_env_default(tmp_path, monkeypatch):
         resolve_data_dir(42)
 
 
-def test_source_preference_csv_then_tree_then_archive(data_dir, tiny_archive):
+def test_source_preference_csv_then_verified_archive_then_tree(data_dir, tiny_archive):
     (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive)
     assert find_imdb_source(data_dir) == data_dir / imdb.ARCHIVE_NAME
     make_tree(data_dir)
-    assert find_imdb_source(data_dir) == data_dir / "aclImdb"
+    assert find_imdb_source(data_dir) == data_dir / imdb.ARCHIVE_NAME  # verified: preferred
     write_csv(data_dir / "other.csv", [["x", "1"]], header=("text", "label"))  # wrong columns
-    assert find_imdb_source(data_dir) == data_dir / "aclImdb"
+    assert find_imdb_source(data_dir) == data_dir / imdb.ARCHIVE_NAME
     write_csv(data_dir / "reviews.csv.gz", csv_rows())
     assert find_imdb_source(data_dir) == data_dir / "reviews.csv.gz"
     write_csv(data_dir / "imdb.csv", csv_rows())
@@ -402,3 +408,89 @@ def test_real_data_split_and_balance():
     assert len(data.train_texts) == len(data.test_texts) == 25_000
     assert sum(data.train_labels) == sum(data.test_labels) == 12_500
     assert all(t.strip() for t in data.train_texts[:100])
+
+
+# ------------------------------------------------------------------ incomplete or stale data
+def test_verified_archive_is_preferred_to_a_tree_and_the_choice_is_stated(data_dir, tiny_archive):
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive)
+    tree = make_tree(data_dir)
+    (tree / "test" / "neg" / "3_4.txt").unlink()  # an interrupted unpack
+    data = load_imdb(data_dir, download=False)
+    assert_tiny(data)
+    assert data.source == data_dir / imdb.ARCHIVE_NAME
+    assert "verified archive" in data.note and "note=" in repr(data)
+
+
+def test_an_unverified_archive_beside_a_tree_gives_the_tree_with_a_note(data_dir, tiny_archive, monkeypatch):
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive[:-10])
+    make_tree(data_dir)
+    data = load_imdb(data_dir, download=False)
+    assert_tiny(data)
+    assert data.source == data_dir / "aclImdb" and "does not have the official" in data.note
+
+
+def test_a_partial_tree_is_rejected_with_the_official_count(data_dir):
+    tree = make_tree(data_dir)
+    (tree / "train" / "pos" / "2_8.txt").unlink()
+    with pytest.raises(ImdbFormatError, match=r"train/pos/ holds 1 reviews, expected the official 2"):
+        load_imdb(data_dir, download=False)
+
+
+def _custom_archive(tmp_path, monkeypatch, data_dir, transform) -> None:
+    """The tiny tree's tar stream, transformed, gzipped and put in place as the official archive."""
+    src = tmp_path / "src"
+    make_tree(src)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        tf.add(src / "aclImdb", arcname="aclImdb", filter=transform.get("filter"))
+    data = gzip.compress(transform.get("cut", lambda b: b)(raw.getvalue()))
+    monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(data))
+    monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(data).hexdigest())
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(data)
+
+
+def test_an_archive_with_missing_reviews_is_rejected(data_dir, tmp_path, monkeypatch):
+    skip = {"filter": lambda info: None if info.name.endswith("test/pos/1_7.txt") else info}
+    _custom_archive(tmp_path, monkeypatch, data_dir, skip)
+    with pytest.raises(IntegrityError, match="test/pos/ holds 1 reviews"):
+        load_imdb(data_dir, download=False)
+
+
+def test_a_tar_stream_cut_inside_a_header_is_detected(data_dir, tmp_path, monkeypatch):
+    # a complete gzip stream of a tar stream that stops inside a header block
+    _custom_archive(tmp_path, monkeypatch, data_dir, {"cut": lambda tar: tar[: 512 * 7 + 100]})
+    with pytest.raises(IntegrityError, match="truncated or corrupt|ended early"):
+        load_imdb(data_dir, download=False)
+
+
+def test_a_gzip_stream_that_ends_early_is_detected(data_dir, tiny_archive, monkeypatch):
+    cut = tiny_archive[:-8]  # the gzip trailer is missing: the tar data may all be there
+    monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(cut))
+    monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(cut).hexdigest())
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(cut)
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        load_imdb(data_dir, download=False)
+
+
+def test_csv_counts_other_than_official_warn(data_dir):
+    import warnings
+
+    write_csv(data_dir / "imdb.csv", csv_rows())  # 4 / 4: the official counts here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_tiny(load_imdb(data_dir, download=False))
+    write_csv(data_dir / "imdb.csv", csv_rows()[:-1])  # a file cut at a row boundary
+    with pytest.warns(UserWarning, match="4 train and 3 test reviews, not the official 4 / 4"):
+        load_imdb(data_dir, download=False)
+
+
+def test_stale_partial_downloads_are_removed(data_dir, tiny_archive, monkeypatch):
+    stale = data_dir / f".{imdb.ARCHIVE_NAME}.old.part"
+    fresh = data_dir / f".{imdb.ARCHIVE_NAME}.new.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = os.stat(stale).st_mtime - 2 * imdb.STALE_PART_SECONDS
+    os.utime(stale, (old, old))
+    serve(monkeypatch, data=tiny_archive)
+    assert_tiny(load_imdb(data_dir, progress=False))
+    assert not stale.exists() and fresh.exists()  # a download in progress is left alone

@@ -342,3 +342,27 @@ def test_copy_keeps_settings_and_weights_and_can_switch_the_kernel():
     other = layer.copy(kernel="softmax")
     assert other.kernel == "softmax" and layer.kernel == "gaussian"
     assert torch.equal(other.W_Q, layer.W_Q)
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", 2**64, -1, True])
+def test_bad_seeds_are_named(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer below 2\\*\\*32"):
+        AttentionLayer(3, seed=seed, device="cpu")
+
+
+def test_qk_scale_must_be_a_number():
+    with pytest.raises(TypeError, match="qk_scale must be a number, got '1'"):
+        AttentionLayer(3, qk_scale="1", device="cpu")
+
+
+def test_integer_dtype_is_rejected():
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        AttentionLayer(3, dtype=torch.int64, device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_named():
+    with pytest.raises(ValueError, match="device 'cuda' was requested but CUDA is not available"):
+        AttentionLayer(3, device="cuda")
+    with pytest.raises(ValueError, match="device 'gpu' is not a device torch knows"):
+        AttentionLayer(3, device="gpu")

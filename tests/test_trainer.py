@@ -371,3 +371,34 @@ def test_contraction_factors():
     assert history.contraction_factors() == [0.5, 0.75, 1.0 / 1.5, 1.0]
     factors = history.contraction_factors(f_star=1.0)
     assert factors[:2] == [1.0 / 3.0, 0.5] and factors[2] == 0.0 and math.isnan(factors[3])
+
+
+# ------------------------------------------------------------------ bad input, answered
+def test_repeated_trainable_names_are_rejected():
+    model, X, Y = problem()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="trainable must not repeat a name"):
+        train(model, X, Y, steps=2, trainable=("W_V", "W_V"))
+    assert all(torch.equal(before[k], v) for k, v in snapshot(model).items())
+
+
+def test_the_step_0_message_says_no_step_was_taken():
+    model, X, Y = problem()
+    with torch.no_grad():
+        model.W_O[0, 0] = float("inf")
+    with pytest.warns(RuntimeWarning, match="at the initial weights; no step was taken") as caught:
+        history = train(model, X, Y, steps=5, lr=0.1)
+    assert history.status == "non_finite" and history.steps_run == 0
+    assert "step size (lr=0.1) is not the cause" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("empty", ["N", "n"])
+def test_empty_data_is_rejected(empty):
+    model, _, _ = problem()
+    shape = (0, n, D) if empty == "N" else (N, 0, D)
+    X = torch.zeros(shape, dtype=torch.float64)
+    Y = torch.zeros(shape[:2] + (model.d_out,), dtype=torch.float64)
+    with pytest.raises(ValueError, match="X must not be empty"):
+        train(model, X, Y, steps=1)
+    with pytest.raises(ValueError, match="X must not be empty"):
+        model(X)

@@ -155,3 +155,66 @@ def test_get_device_cuda_unavailable(monkeypatch):
     monkeypatch.delenv("GDT_DEVICE")
     with pytest.raises(ValueError, match="CUDA is not available"):
         get_device("cuda:0")
+
+
+# ------------------------------------------------------------- the shared vocabulary
+def test_gdt_device_gpu_names_the_variable(monkeypatch):
+    monkeypatch.setenv("GDT_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="GDT_DEVICE .* 'gpu' is not a device torch knows"):
+        get_device()
+
+
+def test_set_seed_validates_before_touching_any_generator():
+    import random
+
+    import numpy as np
+
+    state_py, state_np = random.getstate(), np.random.get_state()[1].copy()
+    state_torch = torch.get_rng_state().clone()
+    with pytest.raises(ValueError, match="seed must be a non-negative integer below 2\\*\\*32"):
+        lib.set_seed(2**40)
+    assert random.getstate() == state_py and (np.random.get_state()[1] == state_np).all()
+    assert torch.equal(torch.get_rng_state(), state_torch)
+
+
+def test_check_int_and_check_number():
+    import numpy as np
+
+    from lib.validation import ArgumentTypeError, check_int, check_number
+
+    assert check_int(np.int64(3), "k", 1) == 3 and isinstance(check_int(np.int64(3), "k"), int)
+    for bad, error in ((2.5, ArgumentTypeError), (True, ArgumentTypeError), (0, ValueError)):
+        with pytest.raises(error, match="k must be a positive integer"):
+            check_int(bad, "k", 1)
+    with pytest.raises(ValueError, match="k must be an integer in \\[2, 5\\], got 6"):
+        check_int(6, "k", 2, 5)
+    with pytest.raises(TypeError):  # an ArgumentTypeError is a TypeError and a ValueError
+        check_int("3", "k")
+    assert check_number(np.float32(0.5), "p", 0, 1) == 0.5
+    with pytest.raises(ValueError, match="p must lie in \\[0, 1\\), got 1.0"):
+        check_number(1, "p", 0, 1, high_open=True)
+    with pytest.raises(ValueError, match="p must be a finite number, got nan"):
+        check_number(float("nan"), "p")
+    with pytest.raises(TypeError, match="p must be a number, got '1'"):
+        check_number("1", "p")
+
+
+def test_check_float_dtype_device_and_names():
+    from torch import nn
+
+    from lib.validation import check_device, check_float_dtype, check_names
+
+    assert check_float_dtype(torch.float32) is torch.float32
+    with pytest.raises(TypeError, match="dtype must be a floating-point"):
+        check_float_dtype(torch.int64)
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(TypeError, match="device must be a device name"):
+        check_device(3)
+    module = nn.Linear(2, 2)
+    assert check_names(module, "weight") == ("weight",)
+    with pytest.raises(ValueError, match="unknown name 'w' in names; valid: weight, bias"):
+        check_names(module, ["w"])
+    with pytest.raises(ValueError, match="names must not repeat a name"):
+        check_names(module, ["bias", "bias"])
+    with pytest.raises(ValueError, match="at least one"):
+        check_names(module, [])
