@@ -13,8 +13,9 @@ __all__ = ["get_device"]
 def get_device(prefer: str | None = None) -> torch.device:
     """The device to compute on.
 
-    Order: the ``prefer`` argument, the ``GDT_DEVICE`` environment variable (e.g. ``cpu``), CUDA if
-    available, else the CPU. An unknown device name, or CUDA where there is none, raises
+    Order: the ``prefer`` argument, the ``GDT_DEVICE`` environment variable (e.g.
+    ``cpu``), CUDA if available, else the CPU. An unknown device name, or CUDA where
+    there is none, raises
     ``ValueError`` naming the argument or the variable.
     """
     if prefer is not None and prefer != "":

@@ -1,17 +1,22 @@
 """The bookkeeping shared by the book's trainers.
 
-``lib.trainer.train`` (full-batch GD of one model), ``lib.batched.train_batched`` (M models at
-once) and ``lib.minibatch.train_classifier`` (mini-batch training of a classifier) are loops over
-the pieces here:
+``lib.trainer.train`` (full-batch GD of one model), ``lib.batched.train_batched`` (M
+models at once) and ``lib.minibatch.train_classifier`` (mini-batch training of a
+classifier) are loops over the pieces here:
 
-* statuses (``MAX_STEPS``, ``TOLERANCE``, ``DIVERGED``, ``NON_FINITE``, ...) and their messages;
+* statuses (``MAX_STEPS``, ``TOLERANCE``, ``DIVERGED``, ``NON_FINITE``, ...) and their
+messages;
 * ``resolve_config``: a settings object with keyword overrides;
-* ``trainable_only``: a context manager that freezes every weight but the trained ones and
+* ``trainable_only``: a context manager that freezes every weight but the trained ones
+and
   restores the ``requires_grad`` flags afterwards (names checked: known, not repeated);
-* ``StoppingRules``: the stopping rules of full-batch GD, vectorised over M models (a single
+* ``StoppingRules``: the stopping rules of full-batch GD, vectorised over M models (a
+single
   model is M = 1): non-finite loss or gradient, divergence, loss tolerance, step budget;
-* ``CallbackRecorder``: per-model callback values with masks of which models were recorded;
-* ``report_failure`` / ``report_failures``: a ``RuntimeWarning``, or a ``TrainingError`` with
+* ``CallbackRecorder``: per-model callback values with masks of which models were
+recorded;
+* ``report_failure`` / ``report_failures``: a ``RuntimeWarning``, or a ``TrainingError``
+with
   ``on_failure="raise"``.
 """
 from __future__ import annotations
@@ -55,11 +60,13 @@ FAILED = (DIVERGED, NON_FINITE)
 
 
 class TrainingError(RuntimeError):
-    """Raised when training diverges or produces non-finite values (with ``on_failure="raise"``)."""
+    """Raised when training diverges or produces non-finite values (with
+    ``on_failure="raise"``)."""
 
 
 def resolve_config(config: object, overrides: Mapping[str, object], cls: type):
-    """``config`` (an instance of ``cls``, or None for the defaults) with keyword ``overrides``."""
+    """``config`` (an instance of ``cls``, or None for the defaults) with keyword
+    ``overrides``."""
     if config is None:
         return cls(**overrides)
     if not isinstance(config, cls):
@@ -68,9 +75,12 @@ def resolve_config(config: object, overrides: Mapping[str, object], cls: type):
 
 
 @contextlib.contextmanager
-def trainable_only(model: nn.Module, names: Sequence[str] | str, what: str = "trainable") -> Iterator[list[nn.Parameter]]:
-    """Within the block only the named parameters require gradients; yields them in the order of
-    ``names`` (checked: at least one, known, none repeated). The flags are restored afterwards."""
+def trainable_only(model: nn.Module, names: Sequence[str] | str,
+                   what: str = "trainable") -> Iterator[list[nn.Parameter]]:
+    """Within the block only the named parameters require gradients; yields them in
+    the order of
+    ``names`` (checked: at least one, known, none repeated). The flags are restored
+    afterwards."""
     names = check_names(model, names, what)
     named = dict(model.named_parameters())
     flags = {name: p.requires_grad for name, p in named.items()}
@@ -92,34 +102,44 @@ def progress_bar(iterable: Iterable[int], enabled: bool, total: int, desc: str =
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
-def non_finite_message(step: int, loss: float, bad_grads: Sequence[str], lr: float, what: str = "") -> str:
-    """Why training stopped on a non-finite loss or gradient. At step 0 no step was taken, so the
-    message says that the initial loss or gradient is not finite and the step size is not the
-    cause. ``what`` overrides the description of the non-finite quantity."""
+def non_finite_message(step: int, loss: float, bad_grads: Sequence[str], lr: float,
+                       what: str = "") -> str:
+    """Why training stopped on a non-finite loss or gradient. At step 0 no step was
+    taken, so the message says that the initial loss or gradient is not finite and
+    the step size is not the cause. ``what`` overrides the description of the
+    non-finite quantity."""
     if not what:
         what = (f"the loss is {loss}" if not math.isfinite(loss)
                 else f"the gradient of {', '.join(bad_grads)} is not finite")
     if step == 0:
         return (
-            f"training stopped at step 0: {what} at the initial weights; no step was taken, so the "
-            f"step size (lr={lr}) is not the cause: check the data, the weights and the loss"
+            f"training stopped at step 0: {what} at the initial weights; no step was"
+            f" taken, so the step size (lr={lr}) is not the cause: check the data, the"
+            " weights and the loss"
         )
     return f"training stopped at step {step}: {what} (lr={lr}; try a smaller step size)"
 
 
 def divergence_message(
-    step: int, loss: float, factor: float, reference: float, lr: object, what: str = "loss",
+    step: int,
+    loss: float,
+    factor: float,
+    reference: float,
+    lr: object,
+    what: str = "loss",
     reference_what: str = "initial loss",
 ) -> str:
-    """Why training stopped as diverged: ``what`` exceeded ``factor`` x the reference value."""
+    """Why training stopped as diverged: ``what`` exceeded ``factor`` x the
+    reference value."""
     return (
-        f"training diverged at step {step}: {what} {loss:.3e} > {factor:g} x {reference_what} "
-        f"{reference:.3e} (lr={lr}; try a smaller step size)"
+        f"training diverged at step {step}: {what} {loss:.3e} > {factor:g} x"
+        f" {reference_what} {reference:.3e} (lr={lr}; try a smaller step size)"
     )
 
 
 def report_failure(history: object, config: object, status: str, message: str) -> None:
-    """Record a failed run on ``history`` (its ``status`` and ``message``) and report it: a
+    """Record a failed run on ``history`` (its ``status`` and ``message``) and
+    report it: a
     ``RuntimeWarning``, or a ``TrainingError`` when ``config.on_failure == "raise"``."""
     history.status = status
     history.message = message
@@ -128,25 +148,29 @@ def report_failure(history: object, config: object, status: str, message: str) -
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def report_failures(status: Sequence[str], messages: Sequence[str], stacklevel: int = 3) -> None:
-    """One ``RuntimeWarning`` naming every failed model of a batched run (nothing if none failed)."""
+def report_failures(status: Sequence[str], messages: Sequence[str],
+                    stacklevel: int = 3) -> None:
+    """One ``RuntimeWarning`` naming every failed model of a batched run (nothing if
+    none failed)."""
     failed = [m for m, s in enumerate(status) if s in FAILED]
     if failed:
         shown = "; ".join(f"model {m}: {messages[m]}" for m in failed[:10])
         more = f"; ... and {len(failed) - 10} more" if len(failed) > 10 else ""
-        warnings.warn(f"{len(failed)} of {len(status)} models failed ({shown}{more})", RuntimeWarning,
-                      stacklevel=stacklevel)
+        warnings.warn(f"{len(failed)} of {len(status)} models failed ({shown}{more})",
+                      RuntimeWarning, stacklevel=stacklevel)
 
 
 class StoppingRules:
     """The stopping rules of full-batch gradient descent for M models at once.
 
-    At each step the losses ``values`` (M,) and whether each model's gradients are finite are
-    checked for the models still training (``active``), in this order: a non-finite loss or
-    gradient (status ``NON_FINITE``), a loss above ``divergence_factor`` x the initial loss
-    (``DIVERGED``), a loss <= ``loss_tol`` (``TOLERANCE``), the last step (``MAX_STEPS``). A model
-    that stops gets its status, message and ``stopped_at`` step and is no longer active.
-    ``config``: an object with steps, loss_tol, divergence_factor and on_failure (``GDConfig``).
+    At each step the losses ``values`` (M,) and whether each model's gradients are
+    finite are checked for the models still training (``active``), in this order: a
+    non-finite loss or gradient (status ``NON_FINITE``), a loss above
+    ``divergence_factor`` x the initial loss (``DIVERGED``), a loss <= ``loss_tol``
+    (``TOLERANCE``), the last step (``MAX_STEPS``). A model that stops gets its
+    status, message and ``stopped_at`` step and is no longer active.
+    ``config``: an object with steps, loss_tol, divergence_factor and on_failure
+    (``GDConfig``).
     """
 
     def __init__(self, config: object, lrs: Sequence[float]) -> None:
@@ -161,11 +185,14 @@ class StoppingRules:
         self.initial: np.ndarray | None = None
         self.threshold = np.empty(M)
 
-    def decide(self, step: int, values: np.ndarray, grads_finite: np.ndarray) -> dict[str, np.ndarray]:
-        """The masks (M,) of the models that stop at this step, by rule (nothing is recorded)."""
+    def decide(self, step: int, values: np.ndarray,
+               grads_finite: np.ndarray) -> dict[str, np.ndarray]:
+        """The masks (M,) of the models that stop at this step, by rule (nothing
+        is recorded)."""
         if self.initial is None:
             self.initial = values.copy()
-            self.threshold = self.config.divergence_factor * np.maximum(self.initial, 1e-300)
+            self.threshold = self.config.divergence_factor * np.maximum(
+                self.initial, 1e-300)
         acting = self.active
         finite = np.isfinite(values) & grads_finite
         with np.errstate(invalid="ignore"):
@@ -173,22 +200,32 @@ class StoppingRules:
             reached = acting & finite & ~diverged & (values <= self.config.loss_tol)
         non_finite = acting & ~finite
         maxed = acting & finite & ~diverged & ~reached & (step == self.config.steps)
-        return {NON_FINITE: non_finite, DIVERGED: diverged, TOLERANCE: reached, MAX_STEPS: maxed}
+        return {
+            NON_FINITE: non_finite,
+            DIVERGED: diverged,
+            TOLERANCE: reached,
+            MAX_STEPS: maxed
+        }
 
-    def apply(
-        self, step: int, values: np.ndarray, decision: Mapping[str, np.ndarray], bad_grads: Callable[[int], list[str]]
-    ) -> np.ndarray:
-        """Record the decision of ``decide``: statuses, messages, ``stopped_at``; raise a
-        ``TrainingError`` at the first failure with ``on_failure="raise"``. Returns the mask of
-        the models that stopped at this step (they are no longer active)."""
+    def apply(self, step: int, values: np.ndarray, decision: Mapping[str, np.ndarray],
+              bad_grads: Callable[[int], list[str]]) -> np.ndarray:
+        """Record the decision of ``decide``: statuses, messages,
+        ``stopped_at``; raise a
+        ``TrainingError`` at the first failure with ``on_failure="raise"``.
+        Returns the mask of the models that stopped at this step (they are no
+        longer active)."""
         config = self.config
         for m in np.flatnonzero(decision[NON_FINITE]):
-            self.messages[m] = non_finite_message(step, float(values[m]), bad_grads(m), self.lrs[m])
+            self.messages[m] = non_finite_message(step, float(values[m]), bad_grads(m),
+                                                  self.lrs[m])
         for m in np.flatnonzero(decision[DIVERGED]):
-            self.messages[m] = divergence_message(step, values[m], config.divergence_factor,
+            self.messages[m] = divergence_message(step, values[m],
+                                                  config.divergence_factor,
                                                   self.initial[m], self.lrs[m])
         for m in np.flatnonzero(decision[TOLERANCE]):
-            self.messages[m] = f"loss {values[m]:.3e} <= loss_tol {config.loss_tol:g} at step {step}"
+            self.messages[m] = (
+                f"loss {values[m]:.3e} <= loss_tol {config.loss_tol:g} at step {step}"
+            )
         for m in np.flatnonzero(decision[MAX_STEPS]):
             self.messages[m] = f"ran all {config.steps} steps"
         stopping = np.zeros(self.M, dtype=bool)
@@ -208,12 +245,14 @@ class StoppingRules:
 
 
 class CallbackRecorder:
-    """Callback values of M models: rows of (M,) values with masks of the recorded models.
+    """Callback values of M models: rows of (M,) values with masks of the recorded
+    models.
 
-    ``record(step, state, callbacks, recorded)`` calls every callback on ``state``; each returns
-    {key: value per model} (a scalar counts for every model). Values of models not in
-    ``recorded`` are stored as NaN and masked out; keys a callback does not return at a step are
-    masked out for that step.
+    ``record(step, state, callbacks, recorded)`` calls every callback on ``state``;
+    each returns {key: value per model} (a scalar counts for every model). Values of
+    models not in
+    ``recorded`` are stored as NaN and masked out; keys a callback does not return
+    at a step are masked out for that step.
     """
 
     def __init__(self, M: int) -> None:
@@ -230,10 +269,14 @@ class CallbackRecorder:
         if arr.ndim == 0:
             arr = np.full(self.M, float(arr))
         if arr.shape != (self.M,):
-            raise ValueError(f"callback value {key!r} must have shape ({self.M},) (one value per model), got {arr.shape}")
+            raise ValueError(
+                f"callback value {key!r} must have shape ({self.M},) (one value per"
+                f" model), got {arr.shape}"
+            )
         return arr
 
-    def record(self, step: int, state: object, callbacks: Sequence[Callable], recorded: np.ndarray) -> None:
+    def record(self, step: int, state: object, callbacks: Sequence[Callable],
+               recorded: np.ndarray) -> None:
         row = len(self.steps)
         self.steps.append(step)
         self.recorded.append(np.asarray(recorded, dtype=bool).copy())

@@ -84,8 +84,13 @@ def test_measured_containment_and_at_init():
     from lib.training_paths import run_path
 
     X, Y = stacked_random_problems(range(2), 2, 2, 4, device="cpu")
-    make = lambda: BatchedAttentionLayer(2, 4, H=2, init="orthogonal", seeds=[3, 4],  # noqa
-                                         device="cpu")
+    make = lambda: BatchedAttentionLayer(
+        2,
+        4,
+        H=2,
+        init="orthogonal",
+        seeds=[3, 4],  # noqa
+        device="cpu")
     run = run_path(make(), X, Y, ("W_Q", "W_K", "W_V"), steps=15)
     m = measured_containment(run, make(), X, 2)
     assert (m["weyl"] >= -1e-12).all() and (m["ratio"] > 0).all()

@@ -86,7 +86,8 @@ def test_path_summary_and_plot():
 def test_gaussian_bound_and_softmax_limit():
     from lib.scale_study import gaussian_scale_bound, softmax_saturation_limit
 
-    for lam, bound in gaussian_scale_bound((1.0, 3.0), [0, 1], 2, 3, 4, 1, "cpu").values():
+    for lam, bound in gaussian_scale_bound((1.0, 3.0), [0, 1], 2, 3, 4, 1,
+                                           "cpu").values():
         assert (lam <= bound).all()
     lim = softmax_saturation_limit(range(6), 2, 3, 4, 2, 40.0, device="cpu")
     assert lim["collide"].shape == (6,)

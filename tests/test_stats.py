@@ -104,9 +104,11 @@ def test_mean_row_cosine():
     assert abs(mean_row_cosine(same) - 1.0) < 1e-12
     orthogonal = torch.eye(4, dtype=torch.float64).unsqueeze(0)
     assert abs(mean_row_cosine(orthogonal)) < 1e-12
-    M = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    M = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
     U = M / M.norm(dim=-1, keepdim=True)
-    pairs = [(U[b, i] @ U[b, j]).item() for b in range(2) for i in range(3) for j in range(3) if i != j]
+    pairs = [(U[b, i] @ U[b, j]).item() for b in range(2) for i in range(3)
+             for j in range(3) if i != j]
     assert abs(mean_row_cosine(M) - np.mean(pairs)) < 1e-12
     with pytest.raises(ValueError, match="n >= 2"):
         mean_row_cosine(torch.ones(1, 4))
