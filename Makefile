@@ -12,6 +12,8 @@
 #               Gaussian against Softmax (benchmarks/step_time.py); prints every ratio, fails
 #               when a target is missed (after running both)
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
+#   make student  the course edition in _build/student/: student notebooks, solution-free HTML,
+#               otter-grader autograders, instructor notebooks (scripts/course_edition.py)
 #   make lock   regenerate constraints.txt from .venv
 #   make clean  remove build products (keeps .venv); make distclean also removes .venv
 #
@@ -41,7 +43,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # A non-inline backend (e.g. MPLBACKEND=Agg) would keep the kernels from producing figures.
 unexport MPLBACKEND
 
-.PHONY: book test bench strip lock clean distclean install
+.PHONY: book test bench strip lock clean distclean install student
 
 install: $(STAMP)
 
@@ -68,6 +70,9 @@ test: $(STAMP)
 	GDT_CACHE=off $(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python scripts/build_book.py
 	$(BIN)/python -m pytest browser -n 0
+
+student: $(STAMP)
+	$(BIN)/python scripts/course_edition.py
 
 bench: $(STAMP)
 	status=0; $(BIN)/python benchmarks/batched_vs_loop.py || status=1; \

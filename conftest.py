@@ -1,14 +1,16 @@
 """Pytest plugin code for the book (loaded for every pytest run from the repository).
 
 * Limits threads: ``OMP_NUM_THREADS=1`` (etc.) is set before any kernel starts, so the
-  nbval kernels inherit it; pytest processes that run tests call ``torch.set_num_threads(1)``.
-* Restricts nbval to the notebooks listed in ``_toc.yml`` (other ``.ipynb`` files under the
+  nbval kernels inherit it; pytest processes that run tests call
+  ``torch.set_num_threads(1)``.
+* Restricts nbval to the notebooks listed in ``_toc.yml`` (other ``.ipynb`` files under
+the
   repository, e.g. in ``_build/`` or ``.ipynb_checkpoints/``, are never collected).
 * Captures the outputs nbval produced and writes the executed notebook to
-  ``_build/executed/<path>.ipynb`` once its last cell has run, plus wall-clock seconds per
-  notebook to ``_build/executed/timings-<worker>.json`` (``worker`` is ``gw0``, ``gw1``, ...
-  under pytest-xdist, ``main`` otherwise). ``scripts/build_book.py`` builds the HTML book
-  from these executed copies without executing anything again.
+  ``_build/executed/<path>.ipynb`` once its last cell has run, plus wall-clock seconds
+  per notebook to ``_build/executed/timings-<worker>.json`` (``worker`` is ``gw0``,
+  ``gw1``, ... under pytest-xdist, ``main`` otherwise). ``scripts/build_book.py``
+  builds the HTML book from these executed copies without executing anything again.
 """
 from __future__ import annotations
 
@@ -24,14 +26,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 
-# Kernels are subprocesses of this process: they inherit os.environ (set before any starts).
+# Kernels are subprocesses of this process: they inherit os.environ (set before any
+# starts).
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 # A non-inline MPLBACKEND (e.g. MPLBACKEND=Agg set by a CI) would keep the kernels from
 # producing figure outputs; ipykernel picks the inline backend when it is unset.
 if "inline" not in os.environ.get("MPLBACKEND", "inline"):
     del os.environ["MPLBACKEND"]
-os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # silences a jupyter_core DeprecationWarning
+os.environ.setdefault("JUPYTER_PLATFORM_DIRS",
+                      "1")  # silences a jupyter_core DeprecationWarning
 
 sys.path.insert(0, str(ROOT / "tests"))
 import book  # noqa: E402  (tests/book.py)
@@ -73,7 +77,8 @@ def pytest_ignore_collect(collection_path: Path, config):
         return None  # outside the book: not our business
     if any(part in _IGNORED_DIRS for part in rel.parts):
         return True
-    if collection_path.suffix == ".ipynb" and collection_path.resolve() not in _toc_notebooks():
+    if collection_path.suffix == ".ipynb" and collection_path.resolve(
+    ) not in _toc_notebooks():
         return True
     return None
 
@@ -85,7 +90,8 @@ class _NotebookRun:
     nb: object  # the notebook as nbval read it (nbformat v4)
     start: float
     stop: float = 0.0
-    outputs: dict = field(default_factory=dict)  # nbval cell number -> list of outputs | None
+    outputs: dict = field(
+        default_factory=dict)  # nbval cell number -> list of outputs | None
     failed: int = 0
     cells: int = 0
 
@@ -112,8 +118,8 @@ def pytest_runtest_makereport(item, call):
     key = item.parent.nodeid
     run = _RUNS.get(key)
     if run is None:
-        run = _RUNS[key] = _NotebookRun(path=Path(str(item.parent.path)), nb=item.parent.nb,
-                                        start=call.start)
+        run = _RUNS[key] = _NotebookRun(path=Path(str(item.parent.path)),
+                                        nb=item.parent.nb, start=call.start)
     run.stop = call.stop
     if report.failed:
         run.failed += 1
@@ -133,9 +139,13 @@ def _finish(config, key: str, status: str) -> None:
         return  # a notebook outside the book (e.g. run by hand): nothing to record
     seconds = round(run.stop - run.start, 3)
     worker = _worker_id(config)
-    meta = {"status": status, "seconds": seconds, "worker": worker,
-            "python": platform.python_version(),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "status": status,
+        "seconds": seconds,
+        "worker": worker,
+        "python": platform.python_version(),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    }
     nb = book.executed_notebook(run.nb, run.outputs, metadata=meta)
     book.write_notebook(nb, ROOT / book.EXECUTED_DIR / rel)
 
@@ -144,7 +154,10 @@ def _finish(config, key: str, status: str) -> None:
         timings = json.loads(timings_path.read_text())
     except (OSError, ValueError):
         timings = {}
-    timings[rel.as_posix()] = {**meta, "cells_run": run.cells, "failed_phases": run.failed}
+    timings[rel.as_posix()] = {
+        **meta, "cells_run": run.cells,
+        "failed_phases": run.failed
+    }
     tmp = timings_path.with_name(f".{timings_path.name}.tmp")
     tmp.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
     tmp.replace(timings_path)

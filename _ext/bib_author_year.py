@@ -1,8 +1,10 @@
-"""Author-year labels in the bibliography, matching the author-year citations in the text.
+"""Author-year labels in the bibliography, matching the author-year citations in the
+text.
 
-sphinxcontrib-bibtex cites as "Song et al. (2024)" (``bibtex_reference_style: author_year``),
-but its list labels come from a pybtex style ("alpha": ``[SHZ+24]``). This registers the
-pybtex style ``author_year``: entries sorted by author and year, labelled "Song et al. 2024".
+sphinxcontrib-bibtex cites as "Song et al. (2024)" (``bibtex_reference_style:
+author_year``), but its list labels come from a pybtex style ("alpha": ``[SHZ+24]``).
+This registers the pybtex style ``author_year``: entries sorted by author and year,
+labelled "Song et al. 2024".
 """
 from __future__ import annotations
 

@@ -3,8 +3,10 @@
 * Each script once per page: sphinx-thebe adds its inline configuration
   (``const THEBE_JS_URL = ...``) once per reading pass; a page that gets it twice logs
   "Identifier 'THEBE_JS_URL' has already been declared".
-* A colour mode: sphinx-book-theme leaves pydata-sphinx-theme's ``default_mode`` empty, and
-  the page then logs "Got invalid theme mode". The book's figures are drawn for light mode.
+* A colour mode: sphinx-book-theme leaves pydata-sphinx-theme's ``default_mode`` empty,
+and
+  the page then logs "Got invalid theme mode". The book's figures are drawn for light
+  mode.
 """
 from __future__ import annotations
 

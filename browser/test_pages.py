@@ -1,11 +1,13 @@
 """The built HTML book in a real browser: headless Chromium driven by Playwright.
 
-Run after the HTML build (``make test`` does): ``python -m pytest browser -n 0``. Every page of
-``_build/html`` is served on 127.0.0.1 and opened with every other request blocked; a page
-fails if it asks for anything outside the book, logs a JavaScript error, leaves a formula
-untypeset, shows an image without a meaningful alt text or a stray object repr, has an
-exercise/solution/cell toggle that does not open, or an explorer whose slider does not change
-its figure. The browser is ``GDT_CHROMIUM`` (default ``/usr/bin/chromium``, Debian's package).
+Run after the HTML build (``make test`` does): ``python -m pytest browser -n 0``. Every
+page of
+``_build/html`` is served on 127.0.0.1 and opened with every other request blocked; a
+page fails if it asks for anything outside the book, logs a JavaScript error, leaves a
+formula untypeset, shows an image without a meaningful alt text or a stray object repr,
+has an exercise/solution/cell toggle that does not open, or an explorer whose slider
+does not change its figure. The browser is ``GDT_CHROMIUM`` (default
+``/usr/bin/chromium``, Debian's package).
 """
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 CHROMIUM = os.environ.get("GDT_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-PAGES = sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
-               if not p.relative_to(HTML).parts[0].startswith("_")) if HTML.is_dir() else []
-REPR = re.compile(r"<(function|bound method|built-in function|module|class) |object at 0x"
-                  r"|<Figure size|<IPython\.core\.|<matplotlib\.|<ipywidgets\.|FrameExplorer\(")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"
+]
+PAGES = sorted(
+    p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+    if not p.relative_to(HTML).parts[0].startswith("_")) if HTML.is_dir() else []
+REPR = re.compile(
+    r"<(function|bound method|built-in function|module|class) |object at 0x"
+    r"|<Figure size|<IPython\.core\.|<matplotlib\.|<ipywidgets\.|FrameExplorer\(")
 RAW_TEX = re.compile(r"\$[^$\s][^$\n]*\$|\\(frac|mathrm|lambda|sum|begin)\b")
 
 # Text the reader sees, outside code, formulas and scripts.
@@ -70,7 +76,8 @@ def serve(directory: Path):
 @pytest.fixture(scope="module")
 def server():
     if not PAGES:
-        pytest.fail("no HTML book in _build/html: build it first (scripts/build_book.py)")
+        pytest.fail(
+            "no HTML book in _build/html: build it first (scripts/build_book.py)")
     with serve(HTML) as url:
         yield url
 
@@ -80,7 +87,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GDT_CHROMIUM)")
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GDT_CHROMIUM)"
+        )
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield chromium
@@ -88,7 +97,8 @@ def browser():
 
 
 def _open(browser, server, root, rel):
-    """The loaded page, the requests it tried outside the book, its JavaScript errors."""
+    """The loaded page, the requests it tried outside the book, its JavaScript
+    errors."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     outside, errors = [], []
 
@@ -114,7 +124,8 @@ def _open(browser, server, root, rel):
 
 
 def _check_toggles(page) -> list[str]:
-    """Click every toggle (solution drop-downs, hidden cells) at once; each must open."""
+    """Click every toggle (solution drop-downs, hidden cells) at once; each must
+    open."""
     return page.evaluate("""async () => {
       const buttons = Array.from(document.querySelectorAll("button.toggle-button"));
       const details = Array.from(document.querySelectorAll("details"));
@@ -154,26 +165,31 @@ def _check_explorers(page) -> list[str]:
             slider.fill(str(value + 1 if value < top else value - 1))
             after = explorer.evaluate(shown)
             if len(after) != 1 or after == before:
-                problems.append(f"explorer {i}: moving slider {s} did not change the figure")
+                problems.append(
+                    f"explorer {i}: moving slider {s} did not change the figure")
             before = after
     return problems
 
 
 def page_problems(browser, server: str, root: Path, rel: str) -> list[str]:
-    """Everything wrong with page ``rel`` of the site in ``root`` served at ``server``."""
+    """Everything wrong with page ``rel`` of the site in ``root`` served at
+    ``server``."""
     page, outside, errors = _open(browser, server, root, rel)
     try:
         problems = [f"requested outside the book: {url}" for url in outside]
         problems += [f"untypeset formula: {t!r}" for t in page.evaluate(UNTYPESET_JS)]
         text = page.evaluate(VISIBLE_TEXT_JS)
-        problems += [f"raw TeX in the text: {m.group(0)!r}" for m in RAW_TEX.finditer(text)]
+        problems += [
+            f"raw TeX in the text: {m.group(0)!r}" for m in RAW_TEX.finditer(text)
+        ]
         problems += [f"stray repr: {text[max(0, m.start() - 20):m.end() + 40]!r}"
                      for m in REPR.finditer(text)]
         for src, alt, content in page.evaluate(ALTS_JS):
             words = (alt or "").split()
             if (len(words) < (4 if content else 1)
                     or re.search(r"\.(png|jpe?g|svg|gif)\b|_images/", alt or "")):
-                problems.append(f"image without a meaningful alt text: {src!r} alt={alt!r}")
+                problems.append(
+                    f"image without a meaningful alt text: {src!r} alt={alt!r}")
         problems += _check_explorers(page)
         problems += _check_toggles(page)
         problems += [f"JavaScript error: {e}" for e in errors]  # also while clicking

@@ -5,19 +5,22 @@ import os
 
 import torch
 
+from .validation import check_device
+
 __all__ = ["get_device"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
     """The device to compute on.
 
-    Order: the ``prefer`` argument, the ``GDT_DEVICE`` environment variable (e.g. ``cpu``), CUDA if
-    available, else the CPU.
+    Order: the ``prefer`` argument, the ``GDT_DEVICE`` environment variable (e.g.
+    ``cpu``), CUDA if available, else the CPU. An unknown device name, or CUDA where
+    there is none, raises
+    ``ValueError`` naming the argument or the variable.
     """
-    choice = prefer or os.environ.get("GDT_DEVICE")
+    if prefer is not None and prefer != "":
+        return check_device(prefer, "prefer")
+    choice = os.environ.get("GDT_DEVICE", "").strip()
     if choice:
-        device = torch.device(choice)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {choice!r} was requested but CUDA is not available")
-        return device
+        return check_device(choice, "GDT_DEVICE (environment variable)")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,8 +1,10 @@
-"""Explorers: figures that respond to controls, in a notebook and in the static HTML book.
+"""Explorers: figures that respond to controls, in a notebook and in the static HTML
+book.
 
-``frame_explorer`` draws a figure for every combination of a few control values once (when the
-notebook runs) and returns HTML with one range slider per control that switches between the
-precomputed frames in the page itself, without a Python kernel. ``live_explorer`` is the
+``frame_explorer`` draws a figure for every combination of a few control values once
+(when the notebook runs) and returns HTML with one range slider per control that
+switches between the precomputed frames in the page itself, without a Python kernel.
+``live_explorer`` is the
 ``ipywidgets.interact`` version for notebook runners, on the same figure function.
 """
 from __future__ import annotations
@@ -42,13 +44,15 @@ _SCRIPT = """<script>(function () {
 
 
 def _options(values: Sequence) -> list[tuple[str, Any]]:
-    """(label, value) pairs: items are values or (label, value) pairs, as in ipywidgets."""
+    """(label, value) pairs: items are values or (label, value) pairs, as in
+    ipywidgets."""
     out = []
     for item in values:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
             out.append(item)
         else:
-            out.append((format(item, "g") if isinstance(item, float) else str(item), item))
+            out.append(
+                (format(item, "g") if isinstance(item, float) else str(item), item))
     return out
 
 
@@ -68,14 +72,16 @@ class FrameExplorer:
         labels = html.escape(json.dumps([labels for _, labels, _ in self.controls]))
         rows = [f'<div class="gdt-explorer" id="{ident}" data-labels="{labels}">']
         for name, labels_, start in self.controls:
-            rows.append(f'<label style="display:block">{html.escape(name)} '
-                        f'<input type="range" min="0" max="{len(labels_) - 1}" step="1" '
-                        f'value="{start}" aria-label="{html.escape(name)}"> '
-                        f"<output>{html.escape(labels_[start])}</output></label>")
+            rows.append(
+                f'<label style="display:block">{html.escape(name)} '
+                f'<input type="range" min="0" max="{len(labels_) - 1}" step="1" '
+                f'value="{start}" aria-label="{html.escape(name)}"> '
+                f"<output>{html.escape(labels_[start])}</output></label>")
         for png, alt in zip(self.frames, self.alts):
             data = base64.b64encode(png).decode("ascii")
-            rows.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" '
-                        'style="max-width:100%" hidden>')
+            rows.append(
+                f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" '
+                'style="max-width:100%" hidden>')
         rows.append("</div>")
         return "\n".join(rows) + _SCRIPT % ident
 
@@ -89,7 +95,8 @@ def frame_explorer(
     """Draw ``figure(**kwargs)`` for every combination of control values.
 
     controls: slider name -> (keyword argument of ``figure``, values); a value may be a
-    ``(label, value)`` pair. The slider starts at ``figure``'s default when it is a value.
+    ``(label, value)`` pair. The slider starts at ``figure``'s default when it is a
+    value.
     alt: one sentence describing the figure; each frame's alt text adds its settings.
     Returns an object that notebooks and the HTML book show as sliders over the frames.
     """
@@ -103,13 +110,16 @@ def frame_explorer(
     defaults = {k: p.default for k, p in inspect.signature(figure).parameters.items()}
     specs = []
     for name, spec in controls.items():
-        if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
-            raise ValueError(f"controls[{name!r}] must be (keyword, values), got {spec!r}")
+        if not (isinstance(spec, tuple) and len(spec) == 2
+                and isinstance(spec[0], str)):
+            raise ValueError(
+                f"controls[{name!r}] must be (keyword, values), got {spec!r}")
         options = _options(spec[1])
         if not options:
             raise ValueError(f"controls[{name!r}] has no values")
         values = [v for _, v in options]
-        start = values.index(defaults[spec[0]]) if defaults.get(spec[0]) in values else 0
+        start = values.index(defaults[spec[0]]) if defaults.get(
+            spec[0]) in values else 0
         specs.append((name, spec[0], options, start))
 
     frames, alts = [], []
@@ -132,7 +142,8 @@ def frame_explorer(
 
 
 def live_explorer(figure: Callable[..., Figure], **widgets: Any) -> None:
-    """``ipywidgets.interact`` on ``figure`` (which returns a Figure): needs a live kernel."""
+    """``ipywidgets.interact`` on ``figure`` (which returns a Figure): needs a live
+    kernel."""
     import ipywidgets
     from IPython.display import display
 

@@ -1,30 +1,37 @@
-"""Attention outputs S V through PyTorch's fused ``scaled_dot_product_attention`` (SDPA).
+"""Attention outputs S V through PyTorch's fused ``scaled_dot_product_attention``
+(SDPA).
 
-    out = fused_attention(Q, K, V, "gaussian", key_mask=mask)   # == attention_matrix(...) @ V
+    out = fused_attention(Q, K, V, "gaussian", key_mask=mask)   # ==
+    attention_matrix(...) @ V
 
-SDPA computes softmax(scores + bias) V without storing the (n, n) matrix S; this module reaches
-every kernel of ``lib.attention`` through it, exactly (in exact arithmetic):
+SDPA computes softmax(scores + bias) V without storing the (n, n) matrix S; this module
+reaches every kernel of ``lib.attention`` through it, exactly (in exact arithmetic):
 
 * **Softmax**: SDPA with scale 1/sqrt(d) and the key mask.
 * **Gaussian** (not row-normalised): with q, k the centred queries and keys,
-  G_kj = exp(-gamma ||q_k - k_j||^2) = exp(s_kj - a_k), where s_kj = 2 gamma q_k.k_j - gamma ||k_j||^2
-  and a_k = gamma ||q_k||^2. SDPA normalises each row, so the row sum must be undone. One extra
-  *sink* key per row does it: give it the score a_k and a value e that is zero on V's columns and
-  1 on one extra column. Then the softmax over the real keys and the sink has weights
-  G_kj / (1 + sum_i G_ki) and 1 / (1 + sum_i G_ki), so
+  G_kj = exp(-gamma ||q_k - k_j||^2) = exp(s_kj - a_k), where s_kj = 2 gamma q_k.k_j -
+  gamma ||k_j||^2 and a_k = gamma ||q_k||^2. SDPA normalises each row, so the row sum
+  must be undone. One extra *sink* key per row does it: give it the score a_k and a
+  value e that is zero on V's columns and 1 on one extra column. Then the softmax over
+  the real keys and the sink has weights G_kj / (1 + sum_i G_ki) and 1 / (1 + sum_i
+  G_ki), so
 
-      o_k = [sum_j G_kj v_j, 1] / (1 + sum_i G_ki),   and   out_k = o_k[:d_v] / o_k[d_v].
+      o_k = [sum_j G_kj v_j, 1] / (1 + sum_i G_ki),   and   out_k = o_k[:d_v] /
+      o_k[d_v].
 
   The scores are dot products of augmented vectors, q'_k = [2 gamma q_k, a_k, 1] with
-  k'_j = [k_j, 0, -gamma ||k_j||^2] and the sink key [0, 1, 0], so the whole computation is one
-  SDPA call (scale 1) and autograd differentiates it through Q and K. It is well conditioned:
-  G_kj <= 1 gives o_k[d_v] >= 1 / (n + 1), and the sink's score is the row maximum.
-* **Row-normalised Gaussian**: the row normalisation cancels a_k: softmax(s) with the augmented
+  k'_j = [k_j, 0, -gamma ||k_j||^2] and the sink key [0, 1, 0], so the whole
+  computation is one SDPA call (scale 1) and autograd differentiates it through Q and
+  K. It is well conditioned: G_kj <= 1 gives o_k[d_v] >= 1 / (n + 1), and the sink's
+  score is the row maximum.
+* **Row-normalised Gaussian**: the row normalisation cancels a_k: softmax(s) with the
+augmented
   q'_k = [2 gamma q_k, 1], k'_j = [k_j, -gamma ||k_j||^2].
 
-Masked keys get weight 0; a row without any real key gives 0, as in ``attention_matrix``. The plain
-implementation (``lib.attention.attention_matrix``) is the reference; ``tests/test_fused_attention.py``
-checks forward values and gradients against it in float64.
+Masked keys get weight 0; a row without any real key gives 0, as in
+``attention_matrix``. The plain implementation (``lib.attention.attention_matrix``) is
+the reference; ``tests/test_fused_attention.py`` checks forward values and gradients
+against it in float64.
 """
 
 from __future__ import annotations
@@ -41,16 +48,18 @@ __all__ = ["fused_attention", "fusable"]
 
 
 def fusable(t: torch.Tensor) -> bool:
-    """Whether the fused routine can differentiate through ``t``: False inside ``torch.func``
-    transforms (e.g. the Hessian-vector products of ``lib.hessian``, forward-over-reverse), for
-    which PyTorch's fused CPU kernel has no forward-mode derivative; use the plain kernels there.
+    """Whether the fused routine can differentiate through ``t``: False inside
+    ``torch.func`` transforms (e.g. the Hessian-vector products of ``lib.hessian``,
+    forward-over-reverse), for which PyTorch's fused CPU kernel has no forward-mode
+    derivative; use the plain kernels there.
     """
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return not (wrapped is not None and wrapped(t))
 
 
 def _centred(Q: torch.Tensor, K: torch.Tensor, key_mask: torch.Tensor | None):
-    """Q, K minus the (detached) mean of the real queries and keys, as in ``attention_matrix``."""
+    """Q, K minus the (detached) mean of the real queries and keys, as in
+    ``attention_matrix``."""
     if key_mask is None:
         centre = 0.5 * (Q.mean(dim=-2, keepdim=True) + K.mean(dim=-2, keepdim=True))
     else:
@@ -71,7 +80,8 @@ def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _sdpa(q, k, v, mask, scale):
-    """SDPA with a key mask (..., n) (None: all keys); rows without a real key give 0."""
+    """SDPA with a key mask (..., n) (None: all keys); rows without a real key give
+    0."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     has_key = mask.any(dim=-1, keepdim=True)  # (..., 1)
@@ -95,10 +105,12 @@ def fused_attention(
     gamma: float | None = None,
     key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """S V for the kernel S = ``attention_matrix(Q, K, kernel, gamma=..., key_mask=...)``.
+    """S V for the kernel S = ``attention_matrix(Q, K, kernel, gamma=...,
+    key_mask=...)``.
 
-    Q, K: (..., n, d); V: (..., n, d_v); key_mask: bool (..., n), leading axes broadcastable to
-    Q's (e.g. (B, 1, n) for Q: (B, H, n, d)), True = real token. Returns (..., n, d_v).
+    Q, K: (..., n, d); V: (..., n, d_v); key_mask: bool (..., n), leading axes
+    broadcastable to Q's (e.g. (B, 1, n) for Q: (B, H, n, d)), True = real token.
+    Returns (..., n, d_v).
     """
     get_kernel(kernel)  # ValueError listing the valid names
     _check_qk(Q, K)
@@ -134,8 +146,10 @@ def fused_attention(
             key_mask,
             1.0,
         )
-    # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per sequence.
-    # q, k and v are padded with zeros to one width w (the fused CPU kernel wants equal widths).
+    # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per
+    # sequence.
+    # q, k and v are padded with zeros to one width w (the fused CPU kernel wants
+    # equal widths).
     dv = V.shape[-1]
     w = max(d + 2, dv + 1)
     q_aug = torch.cat(

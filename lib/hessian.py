@@ -1,35 +1,46 @@
 """Hessians of the training loss in a chosen subset of the weights, via ``torch.func``.
 
-The trainable weights (e.g. ``("W_Q",)``) are flattened into one vector w (row-major, in the order
-given); the other weights stay fixed at their current values. Then
+The trainable weights (e.g. ``("W_Q",)``) are flattened into one vector w (row-major, in
+the order given); the other weights stay fixed at their current values. Then
 
-* ``full_hessian``: the (P, P) matrix of second derivatives of f(w) (``torch.func.hessian``);
+* ``full_hessian``: the (P, P) matrix of second derivatives of f(w)
+(``torch.func.hessian``);
 * ``hvp``: a Hessian-vector product H v without forming H (forward-over-reverse:
   ``torch.func.jvp`` of ``torch.func.grad``), costing a few gradient evaluations;
-* ``extreme_eigenvalues``: the largest and smallest eigenvalues by the Lanczos method with full
-  reorthogonalisation, using only Hessian-vector products (for models too large for ``full_hessian``);
-* ``hessian_spectrum`` / ``curvature_summary``: the whole spectrum and a short description of it
+* ``extreme_eigenvalues``: the largest and smallest eigenvalues by the Lanczos method
+with full
+  reorthogonalisation, using only Hessian-vector products (for models too large for
+  ``full_hessian``);
+* ``hessian_spectrum`` / ``curvature_summary``: the whole spectrum and a short
+description of it
   (largest, smallest, how many directions of negative or zero curvature);
 * ``batched_hessians``: the (M, P, P) Hessians of every model of a
-  ``lib.batched.BatchedAttentionLayer`` at once (the summed loss has a block-diagonal Hessian);
+  ``lib.batched.BatchedAttentionLayer`` at once (the summed loss has a block-diagonal
+  Hessian);
 * ``top_eigenvalue`` / ``smoothness``: the largest-magnitude Hessian eigenvalue by power
   iteration with Hessian-vector products, for one model or every model of a batched one.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from .batched import BatchedAttentionLayer, per_model_loss
-from .model import WEIGHT_NAMES, squared_loss
-from .validation import check_positive_float, check_positive_int, check_seed, check_tensor
+from .batched_model import BatchedAttentionLayer, per_model_loss
+from .model import WEIGHT_NAMES, functional_loss, squared_loss
+from .training import trainable_only
+from .validation import (
+    check_names,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = [
     "flatten_params",
@@ -52,32 +63,23 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @contextlib.contextmanager
 def _quiet_torch_internals() -> Iterator[None]:
-    """Silence a DeprecationWarning that torch emits internally on the first forward-mode
-    differentiation (it compiles its jvp decompositions with the deprecated ``torch.jit.script``)."""
+    """Silence a DeprecationWarning that torch emits internally on the first
+    forward-mode differentiation (it compiles its jvp decompositions with the
+    deprecated ``torch.jit.script``)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated",
+                                category=DeprecationWarning)
         yield
 
 
 def _names(model: nn.Module, names: Sequence[str] | str) -> tuple[str, ...]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    if not names:
-        raise ValueError("names (the trainable weights) must name at least one parameter")
-    named = dict(model.named_parameters())
-    for name in names:
-        if name not in named:
-            raise ValueError(f"unknown parameter name {name!r}; valid: {', '.join(named)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"parameter names must be distinct, got {names}")
-    return names
+    return check_names(model, names, "names (the trainable weights)",
+                       noun="parameter name")
 
 
 def flatten_params(model: nn.Module, names: Sequence[str] | str) -> torch.Tensor:
-    """The named parameters concatenated into one vector (row-major, in the order of ``names``).
+    """The named parameters concatenated into one vector (row-major, in the order of
+    ``names``).
 
     Returns a detached copy: (P,) with P the total number of entries.
     """
@@ -86,11 +88,13 @@ def flatten_params(model: nn.Module, names: Sequence[str] | str) -> torch.Tensor
     return torch.cat([named[name].detach().reshape(-1) for name in names]).clone()
 
 
-def unflatten_params(model: nn.Module, names: Sequence[str] | str, vector: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split a (P,) vector into {name: tensor of that parameter's shape} (the inverse of ``flatten_params``).
+def unflatten_params(model: nn.Module, names: Sequence[str] | str,
+                     vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a (P,) vector into {name: tensor of that parameter's shape} (the
+    inverse of ``flatten_params``).
 
-    The tensors are views of ``vector``, so gradients flow back to it (this is what ``torch.func``
-    differentiates through).
+    The tensors are views of ``vector``, so gradients flow back to it (this is what
+    ``torch.func`` differentiates through).
     """
     names = _names(model, names)
     named = dict(model.named_parameters())
@@ -98,7 +102,10 @@ def unflatten_params(model: nn.Module, names: Sequence[str] | str, vector: torch
         raise TypeError(f"vector must be a torch.Tensor, got {type(vector).__name__}")
     total = sum(named[name].numel() for name in names)
     if vector.dim() != 1 or vector.shape[0] != total:
-        raise ValueError(f"vector must have shape ({total},) for the parameters {names}, got {tuple(vector.shape)}")
+        raise ValueError(
+            f"vector must have shape ({total},) for the parameters {names}, got"
+            f" {tuple(vector.shape)}"
+        )
     out, start = {}, 0
     for name in names:
         p = named[name]
@@ -114,23 +121,17 @@ def loss_of_params(
     names: Sequence[str] | str,
     loss_fn: LossFn = squared_loss,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The loss as a function of the flattened named parameters: w (P,) -> loss_fn(model_w(X), Y).
+    """The loss as a function of the flattened named parameters: w (P,) ->
+    loss_fn(model_w(X), Y).
 
-    The other parameters (and buffers) are fixed at copies of their values at the time of the call.
-    Evaluated with ``torch.func.functional_call``, so the function can be transformed by
+    The other parameters (and buffers) are fixed at copies of their values at the
+    time of the call. Evaluated with ``torch.func.functional_call``, so the function
+    can be transformed by
     ``torch.func.grad`` / ``hessian`` / ``jvp``.
     """
     names = _names(model, names)
-    if not isinstance(X, torch.Tensor) or not isinstance(Y, torch.Tensor):
-        raise TypeError("X and Y must be torch.Tensors")
-    fixed = {k: v.detach().clone() for k, v in model.named_parameters() if k not in names}
-    fixed.update({k: v.detach().clone() for k, v in model.named_buffers()})
-
-    def loss(vector: torch.Tensor) -> torch.Tensor:
-        params = unflatten_params(model, names, vector)
-        return loss_fn(functional_call(model, {**fixed, **params}, (X,)), Y)
-
-    return loss
+    loss_at = functional_loss(model, X, Y, loss_fn)
+    return lambda vector: loss_at(unflatten_params(model, names, vector))
 
 
 def full_hessian(
@@ -140,10 +141,12 @@ def full_hessian(
     trainable: Sequence[str] | str = ("W_Q",),
     loss_fn: LossFn = squared_loss,
 ) -> torch.Tensor:
-    """The (P, P) Hessian of the loss in the flattened ``trainable`` weights at their current values.
+    """The (P, P) Hessian of the loss in the flattened ``trainable`` weights at
+    their current values.
 
-    Computed by ``torch.func.hessian`` (forward-over-reverse) and symmetrised, (H + H^T) / 2, which
-    removes the rounding-level asymmetry of the two differentiation orders.
+    Computed by ``torch.func.hessian`` (forward-over-reverse) and symmetrised, (H +
+    H^T) / 2, which removes the rounding-level asymmetry of the two differentiation
+    orders.
     """
     f = loss_of_params(model, X, Y, trainable, loss_fn)
     w = flatten_params(model, trainable)
@@ -159,16 +162,21 @@ def hvp_operator(
     trainable: Sequence[str] | str = ("W_Q",),
     loss_fn: LossFn = squared_loss,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v (P,) -> H v at the current weights, for repeated products (the loss closure is built once)."""
+    """v (P,) -> H v at the current weights, for repeated products (the loss closure
+    is built once)."""
     f = loss_of_params(model, X, Y, trainable, loss_fn)
     w = flatten_params(model, trainable)
     grad_f = torch.func.grad(f)
 
     def product(v: torch.Tensor) -> torch.Tensor:
         if not isinstance(v, torch.Tensor) or v.shape != w.shape:
-            raise ValueError(f"v must be a tensor of shape {tuple(w.shape)}, got {getattr(v, 'shape', type(v).__name__)}")
+            raise ValueError(
+                f"v must be a tensor of shape {tuple(w.shape)}, got"
+                f" {getattr(v, 'shape', type(v).__name__)}"
+            )
         with _quiet_torch_internals():
-            return torch.func.jvp(grad_f, (w,), (v.to(dtype=w.dtype, device=w.device),))[1]
+            return torch.func.jvp(grad_f, (w, ),
+                                  (v.to(dtype=w.dtype, device=w.device), ))[1]
 
     return product
 
@@ -181,11 +189,13 @@ def hvp(
     v: torch.Tensor,
     loss_fn: LossFn = squared_loss,
 ) -> torch.Tensor:
-    """The Hessian-vector product H v: (P,), without forming H (``torch.func.jvp`` of ``torch.func.grad``)."""
+    """The Hessian-vector product H v: (P,), without forming H (``torch.func.jvp``
+    of ``torch.func.grad``)."""
     return hvp_operator(model, X, Y, trainable, loss_fn)(v)
 
 
-def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def _tridiagonal_eigh(alphas: list[float],
+                      betas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     j = len(alphas)
     T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
     if j > 1:
@@ -196,9 +206,9 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[torch.Te
 
 @dataclass(frozen=True)
 class LanczosInfo:
-    """How the Lanczos iteration of :func:`extreme_eigenvalues` ended: ``converged`` (residual
-    bounds <= tol x scale, or the whole space spanned), ``steps`` taken, the last ``residual``
-    bound, and ``scale`` (the largest |Ritz value| seen)."""
+    """How the Lanczos iteration of :func:`extreme_eigenvalues` ended: ``converged``
+    (residual bounds <= tol x scale, or the whole space spanned), ``steps`` taken,
+    the last ``residual`` bound, and ``scale`` (the largest |Ritz value| seen)."""
 
     converged: bool
     steps: int
@@ -219,20 +229,25 @@ def extreme_eigenvalues(
     loss_fn: LossFn = squared_loss,
     with_info: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, LanczosInfo]:
-    """The k largest and k smallest Hessian eigenvalues, from Hessian-vector products only.
+    """The k largest and k smallest Hessian eigenvalues, from Hessian-vector
+    products only.
 
-    Lanczos iteration with full reorthogonalisation (every new vector is orthogonalised twice against
-    all previous ones), started from a seeded Gaussian vector. After each step the Ritz values of the
-    tridiagonal matrix T_j are computed; the iteration stops when the k largest and k smallest have
-    residual bounds |beta_j s_j| <= tol * max|Ritz value| (then each is within that distance of a true
-    eigenvalue), or after ``iters`` steps (default min(P, 200)), with a ``RuntimeWarning`` if not
-    converged. Memory: the Krylov basis holds iters x P numbers. With iters = P the result is the exact spectrum's ends (up to rounding). If the Krylov
-    space becomes invariant early, the iteration continues from a new random vector orthogonal to it,
-    so eigenvalues that the start vector misses are still found.
+    Lanczos iteration with full reorthogonalisation (every new vector is
+    orthogonalised twice against all previous ones), started from a seeded Gaussian
+    vector. After each step the Ritz values of the tridiagonal matrix T_j are
+    computed; the iteration stops when the k largest and k smallest have residual
+    bounds |beta_j s_j| <= tol * max|Ritz value| (then each is within that distance
+    of a true eigenvalue), or after ``iters`` steps (default min(P, 200)), with a
+    ``RuntimeWarning`` if not converged. Memory: the Krylov basis holds iters x P
+    numbers. With iters = P the result is the exact spectrum's ends (up to
+    rounding). If the Krylov space becomes invariant early, the iteration continues
+    from a new random vector orthogonal to it, so eigenvalues that the start vector
+    misses are still found.
 
-    Returns (largest, smallest): float64 tensors of shape (k,), largest in descending order,
-    smallest in ascending order. With ``with_info=True`` it returns (largest, smallest, info), a
-    :class:`LanczosInfo`, and reports non-convergence there instead of by a warning.
+    Returns (largest, smallest): float64 tensors of shape (k,), largest in
+    descending order, smallest in ascending order. With ``with_info=True`` it
+    returns (largest, smallest, info), a :class:`LanczosInfo`, and reports
+    non-convergence there instead of by a warning.
     """
     k = check_positive_int(k, "k")
     tol = check_positive_float(tol, "tol")
@@ -247,7 +262,8 @@ def extreme_eigenvalues(
     gen = torch.Generator().manual_seed(seed)
 
     def random_vector() -> torch.Tensor:
-        return torch.randn(P, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+        return torch.randn(P, generator=gen,
+                           dtype=torch.float64).to(dtype=dtype, device=device)
 
     basis = torch.zeros(iters, P, dtype=dtype, device=device)
     q = random_vector()
@@ -279,7 +295,9 @@ def extreme_eigenvalues(
             if residual <= tol * scale:
                 converged = True
                 break
-        if beta <= 1e-12 * scale:  # invariant subspace: restart orthogonally to the basis
+        if (
+            beta <= 1e-12 * scale
+        ):  # invariant subspace: restart orthogonally to the basis
             r = random_vector()
             for _ in range(2):
                 r = r - basis[: j + 1].T @ (basis[: j + 1] @ r)
@@ -290,8 +308,8 @@ def extreme_eigenvalues(
             betas.append(beta)
     if not converged and not with_info:
         warnings.warn(
-            f"Lanczos did not converge in {iters} iterations (residual {residual:.2e} > tol {tol:g} x {scale:.2e}); "
-            "increase iters",
+            f"Lanczos did not converge in {iters} iterations (residual {residual:.2e} >"
+            f" tol {tol:g} x {scale:.2e}); increase iters",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -314,13 +332,14 @@ def hessian_spectrum(
     return torch.linalg.eigvalsh(full_hessian(model, X, Y, trainable, loss_fn))
 
 
-def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str, float | int]:
+def curvature_summary(eigs: torch.Tensor,
+                      tol: float | None = None) -> dict[str, float | int]:
     """A short description of a Hessian spectrum ``eigs`` (any order).
 
-    tol: eigenvalues with |lambda| <= tol count as zero and only lambda < -tol as negative
-    (default: 1e-8 x max|lambda|, a relative threshold). Returns
-    top (largest), bottom (smallest), num_negative, num_zero, num_positive, negative_fraction
-    (num_negative / P) and tol (the threshold used).
+    tol: eigenvalues with |lambda| <= tol count as zero and only lambda < -tol as
+    negative (default: 1e-8 x max|lambda|, a relative threshold). Returns
+    top (largest), bottom (smallest), num_negative, num_zero, num_positive,
+    negative_fraction (num_negative / P) and tol (the threshold used).
     """
     if not isinstance(eigs, torch.Tensor):
         eigs = torch.as_tensor(eigs, dtype=torch.float64)
@@ -331,9 +350,11 @@ def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str,
     largest_abs = float(eigs.abs().max())
     if tol is None:
         tol = 1e-8 * largest_abs
-    elif isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    tol = float(tol)
+    else:
+        try:
+            tol = check_number(tol, "tol", 0.0)
+        except (TypeError, ValueError):
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}") from None
     num_negative = int((eigs < -tol).sum())
     num_zero = int((eigs.abs() <= tol).sum())
     return {
@@ -347,8 +368,10 @@ def curvature_summary(eigs: torch.Tensor, tol: float | None = None) -> dict[str,
     }
 
 
-# ------------------------------------------------ every model of a batched layer at once
-def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+# ------------------------------------------------ every model of a batched layer at
+# once
+def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor,
+                  loss_fn: LossFn) -> torch.Tensor:
     """(M,): a batched model's per-model losses, or a single model's loss as M = 1."""
     if isinstance(model, BatchedAttentionLayer):
         return per_model_loss(model, X, Y)
@@ -356,18 +379,19 @@ def _model_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss_fn: L
 
 
 @contextlib.contextmanager
-def _differentiable(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
-    """Enable gradients on the named parameters (and grad mode) and restore the flags after."""
-    named = dict(model.named_parameters())
-    flags = {name: p.requires_grad for name, p in named.items()}
-    try:
-        for name in names:
-            named[name].requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        for name, p in named.items():
-            p.requires_grad_(flags[name])
+def _summed_loss_gradients(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, trainable: Sequence[str] | str,
+    loss_fn: LossFn
+) -> Iterator[tuple[list[torch.Tensor], tuple[torch.Tensor, ...], int]]:
+    """Within the block: (the trained parameters, the gradients of the summed loss
+    sum_m f_m with a graph for second derivatives, M). Only the trained parameters
+    require gradients there."""
+    names = _names(model, trainable)
+    with trainable_only(model, names,
+                        "names (the trainable weights)") as leaves, torch.enable_grad():
+        losses = _model_losses(model, X, Y, loss_fn)
+        yield leaves, torch.autograd.grad(losses.sum(), leaves,
+                                          create_graph=True), losses.shape[0]
 
 
 def batched_hessians(
@@ -377,27 +401,25 @@ def batched_hessians(
     trainable: Sequence[str] | str = ("W_Q",),
     loss_fn: LossFn = squared_loss,
 ) -> torch.Tensor:
-    """The Hessians of every model's loss in its flattened ``trainable`` weights: (M, P, P).
+    """The Hessians of every model's loss in its flattened ``trainable`` weights:
+    (M, P, P).
 
-    ``model``: a ``BatchedAttentionLayer`` (X, Y as for ``lib.batched.per_model_loss``; P counts one
-    model's entries) or any single module (then M = 1 and ``loss_fn`` gives the loss). Entry m
-    equals ``full_hessian(model.layer(m), X_m, Y_m, trainable)``: the summed loss sum_m f_m has a
-    block-diagonal Hessian, so one reverse pass per column serves all models. Symmetrised.
+    ``model``: a ``BatchedAttentionLayer`` (X, Y as for
+    ``lib.batched.per_model_loss``; P counts one model's entries) or any single
+    module (then M = 1 and ``loss_fn`` gives the loss). Entry m equals
+    ``full_hessian(model.layer(m), X_m, Y_m, trainable)``: the summed loss sum_m f_m
+    has a block-diagonal Hessian, so one reverse pass per column serves all models.
+    Symmetrised.
     """
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         flat = torch.cat([g.reshape(M, -1) for g in grads], dim=1)  # (M, P)
         columns = []
         for i in range(flat.shape[1]):  # column i of every model's Hessian at once
-            hv = torch.autograd.grad(flat[:, i].sum(), leaves, retain_graph=True, allow_unused=True)
-            columns.append(torch.cat([
-                (torch.zeros_like(p) if h is None else h).reshape(M, -1) for h, p in zip(hv, leaves)
-            ], dim=1))
+            hv = torch.autograd.grad(flat[:, i].sum(), leaves, retain_graph=True,
+                                     allow_unused=True)
+            columns.append(
+                torch.cat([(torch.zeros_like(p) if h is None else h).reshape(M, -1)
+                           for h, p in zip(hv, leaves)], dim=1))
     Hs = torch.stack(columns, dim=1).detach()
     return 0.5 * (Hs + Hs.transpose(1, 2))
 
@@ -411,19 +433,17 @@ def _power_iteration(
     seed: int,
     loss_fn: LossFn,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Power iteration on every model's Hessian: (Rayleigh quotients v.Hv, norms ||Hv||), each (M,),
-    with v the unit vector after ``iters - 1`` multiplications of a seeded Gaussian start."""
+    """Power iteration on every model's Hessian: (Rayleigh quotients v.Hv, norms
+    ||Hv||), each (M,), with v the unit vector after ``iters - 1`` multiplications
+    of a seeded Gaussian start."""
     iters = check_positive_int(iters, "iters")
     seed = check_seed(seed, "seed")
-    names = _names(model, trainable)
-    with _differentiable(model, names):
-        losses = _model_losses(model, X, Y, loss_fn)
-        M = losses.shape[0]
-        named = dict(model.named_parameters())
-        leaves = [named[name] for name in names]
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=True)
+    with _summed_loss_gradients(model, X, Y, trainable, loss_fn) as (leaves, grads, M):
         gen = torch.Generator().manual_seed(seed)
-        v = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype).to(p.device) for p in leaves]
+        v = [
+            torch.randn(p.shape, generator=gen,
+                        dtype=torch.float64).to(p.dtype).to(p.device) for p in leaves
+        ]
 
         def norm(ts: list[torch.Tensor]) -> torch.Tensor:
             return torch.sqrt(sum((t.reshape(M, -1) ** 2).sum(1) for t in ts))
@@ -431,7 +451,10 @@ def _power_iteration(
         for _ in range(iters):
             length = norm(v)
             v = [t / length.view((-1,) + (1,) * (t.dim() - 1)) for t in v]
-            Hv = [h.detach() for h in torch.autograd.grad(grads, leaves, grad_outputs=v, retain_graph=True)]
+            Hv = [
+                h.detach() for h in torch.autograd.grad(grads, leaves, grad_outputs=v,
+                                                        retain_graph=True)
+            ]
             rayleigh = sum((a * b).reshape(M, -1).sum(1) for a, b in zip(Hv, v))
             v = Hv
     return rayleigh.detach(), norm(v).detach()
@@ -449,10 +472,11 @@ def top_eigenvalue(
 ) -> torch.Tensor | float:
     """The largest-magnitude Hessian eigenvalue (with its sign) by power iteration.
 
-    ``iters`` Hessian-vector products from a seeded Gaussian vector; returns the Rayleigh quotient
-    v.Hv of the last unit vector v. A ``BatchedAttentionLayer`` gives a (M,) tensor (one product of
-    the summed loss serves all models: its Hessian is block diagonal), a single model a float.
-    Power iteration converges like (|lambda_2| / |lambda_1|)^iters; check against
+    ``iters`` Hessian-vector products from a seeded Gaussian vector; returns the
+    Rayleigh quotient v.Hv of the last unit vector v. A ``BatchedAttentionLayer``
+    gives a (M,) tensor (one product of the summed loss serves all models: its
+    Hessian is block diagonal), a single model a float. Power iteration converges
+    like (|lambda_2| / |lambda_1|)^iters; check against
     ``extreme_eigenvalues`` when the gap is small.
     """
     value, _ = _power_iteration(model, X, Y, trainable, iters, seed, loss_fn)
@@ -469,8 +493,10 @@ def smoothness(
     seed: int = 0,
     loss_fn: LossFn = squared_loss,
 ) -> torch.Tensor | float:
-    """The smoothness constant L = max |Hessian eigenvalue|, estimated as ||H v|| for the unit
-    vector v of ``iters`` steps of power iteration (approaches L from below). (M,) tensor for a
+    """The smoothness constant L = max |Hessian eigenvalue|, estimated as ||H v||
+    for the unit vector v of ``iters`` steps of power iteration (approaches L from
+    below). (M,) tensor for a
     ``BatchedAttentionLayer``, a float for a single model."""
     _, magnitude = _power_iteration(model, X, Y, trainable, iters, seed, loss_fn)
-    return magnitude if isinstance(model, BatchedAttentionLayer) else float(magnitude[0])
+    return magnitude if isinstance(model, BatchedAttentionLayer) else float(
+        magnitude[0])

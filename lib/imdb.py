@@ -1,19 +1,31 @@
-"""IMDb movie-review sentiment data (Maas et al., 2011): finding, downloading, loading, tokenising.
+"""IMDb movie-review sentiment data (Maas et al., 2011): finding, downloading, loading,
+tokenising.
 
 The loader reads, from one *data directory*, whichever of these it finds first:
 
-1. a CSV: ``imdb.csv.gz`` or ``imdb.csv`` (or any ``*.csv`` / ``*.csv.gz`` whose header has the
+1. a CSV: ``imdb.csv.gz`` or ``imdb.csv`` (or any ``*.csv`` / ``*.csv.gz`` whose header
+has the
    columns ``review`` and ``sentiment``), with columns ``review,sentiment[,split]``;
-2. the unpacked official tree ``aclImdb/`` (``train/pos``, ``train/neg``, ``test/pos``,
-   ``test/neg``, files ``<id>_<rating>.txt``);
-3. the official archive ``aclImdb_v1.tar.gz`` (read directly, without unpacking to disk).
+2. the official archive ``aclImdb_v1.tar.gz`` (read directly, without unpacking to disk)
+when
+   its size and sha256 are the official ones;
+3. the unpacked official tree ``aclImdb/`` (``train/pos``, ``train/neg``, ``test/pos``,
+   ``test/neg``, files ``<id>_<rating>.txt``).
 
-The data directory is the ``data_dir`` argument, else the environment variable ``GDT_DATA_DIR``,
-else ``~/.cache/gdt-book/imdb``. If nothing is there, :func:`load_imdb` downloads the official
-archive (84 MB), verifying its size and sha256 before it is put in place.
+The verified archive is preferred to a tree because a tree cannot be checked byte by
+byte (an interrupted unpack leaves a partial one); the choice is stated in
+``ImdbData.note``. The tree and the archive must hold the official 12,500 reviews per
+split and label; a CSV whose splits differ from the official 25,000 / 25,000 reviews is
+read with a ``UserWarning``.
 
-All three sources give the same order: the train split, then the test split; within each,
-negative reviews before positive ones, each by increasing file id (the order of the shared CSV).
+The data directory is the ``data_dir`` argument, else the environment variable
+``GDT_DATA_DIR``, else ``~/.cache/gdt-book/imdb``. If nothing is there,
+:func:`load_imdb` downloads the official archive (84 MB), verifying its size and sha256
+before it is put in place.
+
+All three sources give the same order: the train split, then the test split; within
+each, negative reviews before positive ones, each by increasing file id (the order of
+the shared CSV).
 Labels: 1 = positive, 0 = negative.
 """
 
@@ -29,7 +41,9 @@ import os
 import re
 import tarfile
 import tempfile
+import time
 import urllib.request
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +52,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .validation import check_int
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -48,6 +64,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
     "PAD_ID",
+    "REVIEWS_PER_LABEL",
     "PAD_TOKEN",
     "SPLIT_SEED",
     "UNK_ID",
@@ -75,7 +92,13 @@ CSV_NAMES = ("imdb.csv.gz", "imdb.csv")
 DATA_DIR_ENV = "GDT_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/gdt-book/imdb")
 SIDECAR_SUFFIX = ".sha256-ok"
-#: Seed of the stratified 50/50 train/test split made for a CSV without a ``split`` column.
+#: Reviews per split and label in the official data (train/test x pos/neg).
+REVIEWS_PER_LABEL = 12_500
+# : Partial downloads (``.aclImdb_v1.tar.gz.*.part``) older than this are removed as
+# stale.
+STALE_PART_SECONDS = 3600
+# : Seed of the stratified 50/50 train/test split made for a CSV without a ``split``
+# column.
 SPLIT_SEED = 0
 
 PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
@@ -89,50 +112,61 @@ _MEMBER_RE = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$"
 
 
 class IntegrityError(ValueError):
-    """A data file's size or sha256 differs from the expected one (corrupt or truncated file)."""
+    """A data file's size or sha256 differs from the expected one (corrupt or
+    truncated file)."""
 
 
 class ImdbFormatError(ValueError):
-    """A data file has the wrong layout (missing columns, unknown labels, empty reviews, ...)."""
+    """A data file has the wrong layout (missing columns, unknown labels, empty
+    reviews, ...)."""
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Data containers
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 @dataclass
 class ImdbData:
-    """Raw IMDb reviews. Labels: 1 = positive, 0 = negative. ``source``: the file/folder read."""
+    """Raw IMDb reviews. Labels: 1 = positive, 0 = negative. ``source``: the
+    file/folder read."""
 
     train_texts: list[str] = field(repr=False)
     train_labels: list[int] = field(repr=False)
     test_texts: list[str] = field(repr=False)
     test_labels: list[int] = field(repr=False)
     source: Path
+    note: str = ""
 
     def __post_init__(self) -> None:
         if len(self.train_texts) != len(self.train_labels):
-            raise ValueError("ImdbData: train_texts and train_labels must have the same length")
+            raise ValueError(
+                "ImdbData: train_texts and train_labels must have the same length")
         if len(self.test_texts) != len(self.test_labels):
-            raise ValueError("ImdbData: test_texts and test_labels must have the same length")
+            raise ValueError(
+                "ImdbData: test_texts and test_labels must have the same length")
 
     def __repr__(self) -> str:
         return (
-            f"ImdbData(train={len(self.train_texts)} ({sum(self.train_labels)} positive), "
-            f"test={len(self.test_texts)} ({sum(self.test_labels)} positive), "
-            f"source={str(self.source)!r})"
+            f"ImdbData(train={len(self.train_texts)} ({sum(self.train_labels)}"
+            f" positive), test={len(self.test_texts)} ({sum(self.test_labels)}"
+            f" positive), source={str(self.source)!r}"
+            + (f", note={self.note!r})" if self.note else ")")
         )
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Finding the data
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 def _check_path_arg(name: str, value: object) -> None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike) or None, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a path (str or os.PathLike) or None, got"
+            f" {type(value).__name__}"
+        )
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``data_dir``, else ``$GDT_DATA_DIR``, else ``~/.cache/gdt-book/imdb``."""
+    """The data directory: ``data_dir``, else ``$GDT_DATA_DIR``, else
+    ``~/.cache/gdt-book/imdb``."""
     _check_path_arg("data_dir", data_dir)
     if data_dir is None:
         env = os.environ.get(DATA_DIR_ENV, "").strip()
@@ -155,7 +189,8 @@ def _csv_header(path: Path) -> list[str] | None:
 
 
 def _is_csv(path: Path) -> bool:
-    return path.is_file() and (path.name.endswith(".csv") or path.name.endswith(".csv.gz"))
+    return path.is_file() and (path.name.endswith(".csv")
+                               or path.name.endswith(".csv.gz"))
 
 
 def _is_tree(path: Path) -> bool:
@@ -164,15 +199,13 @@ def _is_tree(path: Path) -> bool:
 
 def _missing_message(directory: Path, reason: str | None = None) -> str:
     msg = (
-        f"No IMDb data found in {directory}. Put one of these into that directory:\n"
-        f"  - a CSV named {' or '.join(CSV_NAMES)} with columns review,sentiment[,split] "
-        f"(sentiment: positive/negative);\n"
-        f"  - the unpacked folder {TREE_NAME}/ with train/pos, train/neg, test/pos, test/neg "
-        f"(files <id>_<rating>.txt);\n"
-        f"  - the archive {ARCHIVE_NAME} ({ARCHIVE_SIZE:,} bytes, sha256 {ARCHIVE_SHA256}) "
-        f"from {ARCHIVE_URL}.\n"
-        f"Or point the environment variable {DATA_DIR_ENV} (or the data_dir argument) "
-        f"to a directory that holds one of them."
+        f"No IMDb data found in {directory}. Put one of these into that directory:\n  -"
+        f" a CSV named {' or '.join(CSV_NAMES)} with columns review,sentiment[,split]"
+        f" (sentiment: positive/negative);\n  - the unpacked folder {TREE_NAME}/ with"
+        " train/pos, train/neg, test/pos, test/neg (files <id>_<rating>.txt);\n  - the"
+        f" archive {ARCHIVE_NAME} ({ARCHIVE_SIZE:,} bytes, sha256 {ARCHIVE_SHA256})"
+        f" from {ARCHIVE_URL}.\nOr point the environment variable {DATA_DIR_ENV} (or"
+        " the data_dir argument) to a directory that holds one of them."
     )
     if reason:
         msg += f"\n({reason})"
@@ -180,21 +213,25 @@ def _missing_message(directory: Path, reason: str | None = None) -> str:
 
 
 def find_imdb_source(data_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the IMDb data to read, in the order CSV, ``aclImdb/`` tree, archive.
+    """Path of the IMDb data to read, in the order CSV, verified archive,
+    ``aclImdb/`` tree (an archive without a tree is returned unverified:
+    ``load_imdb`` verifies it).
 
-    ``data_dir`` may also name the source itself (a CSV, the archive, or an ``aclImdb`` folder),
-    or a data root whose ``imdb/`` folder holds the data. Raises ``FileNotFoundError`` (saying
-    where to put which file) when there is none.
+    ``data_dir`` may also name the source itself (a CSV, the archive, or an
+    ``aclImdb`` folder), or a data root whose ``imdb/`` folder holds the data.
+    Raises ``FileNotFoundError`` (saying where to put which file) when there is none.
     """
     d = resolve_data_dir(data_dir)
     if d.is_file():
         if _is_csv(d) or d.name.endswith((".tar.gz", ".tgz")):
             return d
         raise FileNotFoundError(
-            f"data_dir {d} is a file but neither a CSV (*.csv, *.csv.gz) nor a .tar.gz archive"
+            f"data_dir {d} is a file but neither a CSV (*.csv, *.csv.gz) nor a .tar.gz"
+            " archive"
         )
     if not d.is_dir():
-        raise FileNotFoundError(_missing_message(d, reason="the directory does not exist"))
+        raise FileNotFoundError(
+            _missing_message(d, reason="the directory does not exist"))
     if _is_tree(d) and not (d / TREE_NAME).exists():
         return d
     for name in CSV_NAMES:
@@ -205,10 +242,12 @@ def find_imdb_source(data_dir: str | os.PathLike | None = None) -> Path:
             header = _csv_header(p)
             if header is not None and "review" in header and "sentiment" in header:
                 return p
-    if (d / TREE_NAME).is_dir():
-        return d / TREE_NAME
-    if (d / ARCHIVE_NAME).is_file():
-        return d / ARCHIVE_NAME
+    archive, tree = d / ARCHIVE_NAME, d / TREE_NAME
+    if archive.is_file() and (not tree.is_dir() or _verified(archive)):
+        # an unverified archive beside a tree: the tree is read (see the note)
+        return archive
+    if tree.is_dir():
+        return tree
     if (d / "imdb").is_dir():  # GDT_DATA_DIR may name a data root with an imdb/ folder
         try:
             return find_imdb_source(d / "imdb")
@@ -217,9 +256,9 @@ def find_imdb_source(data_dir: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(_missing_message(d))
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Integrity of the archive, and its download
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -241,10 +280,53 @@ def _write_sidecar(path: Path, sha256: str) -> None:
         pass
 
 
-def verify_archive(path: str | os.PathLike) -> None:
-    """Check that ``path`` has the official archive's size and sha256; raise ``IntegrityError`` if not.
+def _verified(path: Path) -> bool:
+    try:
+        verify_archive(path)
+    except IntegrityError:
+        return False
+    return True
 
-    A successful check is cached in ``<archive>.sha256-ok`` (keyed on size and modification time).
+
+def _choice_note(src: Path) -> str:
+    """Which of an archive and a tree side by side was read, and why ("" when not
+    both)."""
+    d = src.parent
+    archive, tree = d / ARCHIVE_NAME, d / TREE_NAME
+    if not (archive.is_file() and tree.is_dir()):
+        return ""
+    if src == archive:
+        return (
+            f"read the verified archive {ARCHIVE_NAME}; the {TREE_NAME}/ folder beside"
+            " it was not read (the archive is checked against the official sha256)"
+        )
+    return (
+        f"read the {TREE_NAME}/ folder: the archive {ARCHIVE_NAME} beside it does not"
+        " have the official size and sha256"
+    )
+
+
+def _remove_stale_parts(d: Path) -> list[Path]:
+    """Delete partial downloads left by an interrupted process (older than
+    STALE_PART_SECONDS)."""
+    removed = []
+    now = time.time()
+    for part in d.glob(f".{ARCHIVE_NAME}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            pass
+    return removed
+
+
+def verify_archive(path: str | os.PathLike) -> None:
+    """Check that ``path`` has the official archive's size and sha256; raise
+    ``IntegrityError`` if not.
+
+    A successful check is cached in ``<archive>.sha256-ok`` (keyed on size and
+    modification time).
     """
     _check_path_arg("path", path)
     path = Path(path)
@@ -261,12 +343,13 @@ def verify_archive(path: str | os.PathLike) -> None:
     except (OSError, ValueError, AttributeError):
         pass
     advice = (
-        f"It is probably incomplete or corrupt: delete it and call load_imdb() again to download "
-        f"it, or replace it with the official archive from {ARCHIVE_URL}."
+        "It is probably incomplete or corrupt: delete it and call load_imdb() again to"
+        f" download it, or replace it with the official archive from {ARCHIVE_URL}."
     )
     if st.st_size != ARCHIVE_SIZE:
         raise IntegrityError(
-            f"The archive {path} has {st.st_size:,} bytes, expected {ARCHIVE_SIZE:,} bytes. {advice}"
+            f"The archive {path} has {st.st_size:,} bytes, expected {ARCHIVE_SIZE:,}"
+            f" bytes. {advice}"
         )
     got = _sha256_file(path)
     if got != ARCHIVE_SHA256:
@@ -276,18 +359,22 @@ def verify_archive(path: str | os.PathLike) -> None:
     _write_sidecar(path, got)
 
 
-def download_imdb(data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Path:
+def download_imdb(data_dir: str | os.PathLike | None = None, *,
+                  progress: bool = True) -> Path:
     """Download the official archive into the data directory; return its path.
 
-    The bytes go to a temporary file in the same directory; only when size and sha256 match is
-    it renamed (atomically, ``os.replace``) to ``aclImdb_v1.tar.gz``. On any failure the
-    temporary file is removed, so a partial or corrupt download is never taken for a good one.
+    The bytes go to a temporary file in the same directory; only when size and
+    sha256 match is it renamed (atomically, ``os.replace``) to
+    ``aclImdb_v1.tar.gz``. On any failure the temporary file is removed, so a
+    partial or corrupt download is never taken for a good one; temporary files that
+    a killed process left behind (older than ``STALE_PART_SECONDS``) are removed first.
     Raises ``IntegrityError`` on a mismatch, and the network's ``OSError`` when offline.
     """
     from tqdm.auto import tqdm
 
     d = resolve_data_dir(data_dir)
     d.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(d)
     dest = d / ARCHIVE_NAME
     fd, tmp_name = tempfile.mkstemp(prefix=f".{ARCHIVE_NAME}.", suffix=".part", dir=d)
     tmp = Path(tmp_name)
@@ -295,7 +382,8 @@ def download_imdb(data_dir: str | os.PathLike | None = None, *, progress: bool =
     try:
         h = hashlib.sha256()
         n = 0
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(ARCHIVE_URL, timeout=60) as resp:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(ARCHIVE_URL,
+                                                              timeout=60) as resp:
             total = ARCHIVE_SIZE
             headers = getattr(resp, "headers", None)
             if headers is not None and headers.get("Content-Length"):
@@ -312,10 +400,10 @@ def download_imdb(data_dir: str | os.PathLike | None = None, *, progress: bool =
         got = h.hexdigest()
         if n != ARCHIVE_SIZE or got != ARCHIVE_SHA256:
             raise IntegrityError(
-                f"The download from {ARCHIVE_URL} has {n:,} bytes and sha256 {got}; expected "
-                f"{ARCHIVE_SIZE:,} bytes and sha256 {ARCHIVE_SHA256}. It was discarded (nothing "
-                f"was written to {dest}). Try again, or download the archive by hand and put it "
-                f"at {dest}."
+                f"The download from {ARCHIVE_URL} has {n:,} bytes and sha256 {got};"
+                f" expected {ARCHIVE_SIZE:,} bytes and sha256 {ARCHIVE_SHA256}. It was"
+                f" discarded (nothing was written to {dest}). Try again, or download"
+                f" the archive by hand and put it at {dest}."
             )
         os.replace(tmp, dest)
         done = True
@@ -329,9 +417,9 @@ def download_imdb(data_dir: str | os.PathLike | None = None, *, progress: bool =
     return dest
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Readers
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 def _seeded_split(labels: list[int], seed: int) -> np.ndarray:
     """Boolean mask (True = train) of a stratified 50/50 split, seeded."""
     y = np.asarray(labels)
@@ -346,8 +434,9 @@ def _seeded_split(labels: list[int], seed: int) -> np.ndarray:
 def _read_csv(path: Path) -> ImdbData:
     """Read a CSV with columns ``review,sentiment[,split]`` (other columns are ignored).
 
-    Without a ``split`` column the reviews are split 50/50, stratified by label, with the
-    fixed seed ``SPLIT_SEED`` (so every run gets the same split); row order is kept.
+    Without a ``split`` column the reviews are split 50/50, stratified by label,
+    with the fixed seed ``SPLIT_SEED`` (so every run gets the same split); row order
+    is kept.
     """
     texts: list[str] = []
     labels: list[int] = []
@@ -357,14 +446,15 @@ def _read_csv(path: Path) -> ImdbData:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
-                raise ImdbFormatError(f"{path}: the file is empty (expected a header row "
-                                      f"with columns review,sentiment[,split])")
+                raise ImdbFormatError(
+                    f"{path}: the file is empty (expected a header row "
+                    f"with columns review,sentiment[,split])")
             cols = [c.strip().lower() for c in header]
             missing = [c for c in ("review", "sentiment") if c not in cols]
             if missing:
                 raise ImdbFormatError(
-                    f"{path}, line 1: missing column(s) {', '.join(missing)}; the header is "
-                    f"{header!r}, expected columns review,sentiment[,split]"
+                    f"{path}, line 1: missing column(s) {', '.join(missing)}; the"
+                    f" header is {header!r}, expected columns review,sentiment[,split]"
                 )
             i_rev, i_sent = cols.index("review"), cols.index("sentiment")
             i_split = cols.index("split") if "split" in cols else None
@@ -375,7 +465,8 @@ def _read_csv(path: Path) -> ImdbData:
                     continue
                 if len(row) != width:
                     raise ImdbFormatError(
-                        f"{path}, line {line}: {len(row)} fields, expected {width} (as in the header)"
+                        f"{path}, line {line}: {len(row)} fields, expected {width} (as"
+                        " in the header)"
                     )
                 review = row[i_rev]
                 if not review.strip():
@@ -383,20 +474,22 @@ def _read_csv(path: Path) -> ImdbData:
                 s = row[i_sent].strip().lower()
                 if s not in _SENTIMENTS:
                     raise ImdbFormatError(
-                        f"{path}, line {line}: unknown sentiment {row[i_sent]!r}; expected "
-                        f"positive/negative (or pos/neg, 1/0)"
+                        f"{path}, line {line}: unknown sentiment {row[i_sent]!r};"
+                        " expected positive/negative (or pos/neg, 1/0)"
                     )
                 if i_split is not None:
                     sp = row[i_split].strip().lower()
                     if sp not in _SPLITS:
                         raise ImdbFormatError(
-                            f"{path}, line {line}: unknown split {row[i_split]!r}; expected train/test"
+                            f"{path}, line {line}: unknown split {row[i_split]!r};"
+                            " expected train/test"
                         )
                     splits.append(sp)
                 texts.append(review)
                 labels.append(_SENTIMENTS[s])
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as err:
-        raise ImdbFormatError(f"{path}: cannot be read as a (gzipped) UTF-8 CSV: {err}") from err
+        raise ImdbFormatError(
+            f"{path}: cannot be read as a (gzipped) UTF-8 CSV: {err}") from err
     if not texts:
         raise ImdbFormatError(f"{path}: no reviews after the header")
     if i_split is None:
@@ -413,6 +506,17 @@ def _read_csv(path: Path) -> ImdbData:
     for name in ("train", "test"):
         if not getattr(data, f"{name}_texts"):
             raise ImdbFormatError(f"{path}: no reviews in the {name} split")
+    official = 2 * REVIEWS_PER_LABEL
+    counts = (len(data.train_texts), len(data.test_texts))
+    if counts != (official, official):
+        warnings.warn(
+            f"{path} holds {counts[0]:,} train and {counts[1]:,} test reviews, not the"
+            f" official {official:,} / {official:,}: a different or incomplete copy of"
+            " IMDb (a file cut at a row boundary loses rows without any other sign);"
+            " results will differ from the book's",
+            UserWarning,
+            stacklevel=3,
+        )
     return data
 
 
@@ -421,20 +525,37 @@ def _sort_key(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else 1 << 62, name)
 
 
-def _assemble(groups: dict[tuple[str, str], list[tuple[str, str]]], source: Path) -> ImdbData:
-    """groups[(split, 'pos'|'neg')] = [(file name, text)] -> ImdbData in the canonical order."""
+def _assemble(
+    groups: dict[tuple[str, str], list[tuple[str, str]]], source: Path,
+    error: type[ValueError] = ImdbFormatError,
+) -> ImdbData:
+    """groups[(split, 'pos'|'neg')] = [(file name, text)] -> ImdbData in the
+    canonical order.
+
+    Every (split, label) must hold the official REVIEWS_PER_LABEL reviews; ``error``
+    is raised otherwise (``ImdbFormatError`` for a tree, ``IntegrityError`` for an
+    archive)."""
+    what = (
+        "an interrupted unpack leaves a partial tree: delete it and unpack the archive "
+        "again, or put the verified archive beside it" if error is ImdbFormatError else
+        "the archive's tar stream ended early or holds other data")
     out: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in _SPLITS}
     for split in _SPLITS:
         for label_dir, label in _LABEL_DIRS:
             items = groups.get((split, label_dir), [])
-            if not items:
-                raise ImdbFormatError(f"{source}: no reviews in {TREE_NAME}/{split}/{label_dir}/*.txt")
+            if len(items) != REVIEWS_PER_LABEL:
+                raise error(
+                    f"{source}: {TREE_NAME}/{split}/{label_dir}/ holds {len(items):,}"
+                    f" reviews, expected the official {REVIEWS_PER_LABEL:,} ({what})"
+                )
             for name, text in sorted(items, key=lambda it: _sort_key(it[0])):
                 if not text.strip():
-                    raise ImdbFormatError(f"{source}: empty review {split}/{label_dir}/{name}")
+                    raise ImdbFormatError(
+                        f"{source}: empty review {split}/{label_dir}/{name}")
                 out[split][0].append(text)
                 out[split][1].append(label)
-    return ImdbData(out["train"][0], out["train"][1], out["test"][0], out["test"][1], source)
+    return ImdbData(out["train"][0], out["train"][1], out["test"][0], out["test"][1],
+                    source)
 
 
 def _read_tree(root: Path) -> ImdbData:
@@ -445,49 +566,59 @@ def _read_tree(root: Path) -> ImdbData:
             if not folder.is_dir():
                 raise ImdbFormatError(f"{root}: missing folder {split}/{label_dir}/")
             try:
-                groups[(split, label_dir)] = [
-                    (p.name, p.read_text(encoding="utf-8")) for p in folder.glob("*.txt")
-                ]
+                groups[(split, label_dir)] = [(p.name, p.read_text(encoding="utf-8"))
+                                              for p in folder.glob("*.txt")]
             except UnicodeDecodeError as err:
-                raise ImdbFormatError(f"{folder}: a review is not valid UTF-8: {err}") from err
-    return _assemble(groups, root)
+                raise ImdbFormatError(
+                    f"{folder}: a review is not valid UTF-8: {err}") from err
+    return _assemble(groups, root, ImdbFormatError)
 
 
 def _read_archive(path: Path) -> ImdbData:
-    """Stream the archive's ``aclImdb/{train,test}/{pos,neg}/*.txt`` members (no unpacking)."""
+    """Stream the archive's ``aclImdb/{train,test}/{pos,neg}/*.txt`` members (no
+    unpacking)."""
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     try:
-        with tarfile.open(path, mode="r|gz") as tf:
-            for member in tf:
-                m = _MEMBER_RE.match(member.name)
-                if m is None or not member.isfile():
-                    continue
-                f = tf.extractfile(member)
-                if f is None:
-                    continue
-                text = f.read().decode("utf-8")
-                groups.setdefault((m.group(1), m.group(2)), []).append((m.group(3), text))
+        with gzip.open(path, "rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tf:
+                for member in tf:
+                    m = _MEMBER_RE.match(member.name)
+                    if m is None or not member.isfile():
+                        continue
+                    f = tf.extractfile(member)
+                    if f is None:
+                        continue
+                    text = f.read().decode("utf-8")
+                    groups.setdefault((m.group(1), m.group(2)), []).append(
+                        (m.group(3), text))
+            # tarfile stops quietly where a header is cut; the compressed
+            # stream must still
+            # reach its end-of-stream marker (gzip raises EOFError when it ends early).
+            while gz.read(1 << 20):
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeDecodeError) as err:
         raise IntegrityError(
-            f"The archive {path} is truncated or corrupt ({type(err).__name__}: {err}). Delete it "
-            f"and call load_imdb() again to download it, or replace it with the official archive "
-            f"from {ARCHIVE_URL}."
+            f"The archive {path} is truncated or corrupt ({type(err).__name__}: {err})."
+            " Delete it and call load_imdb() again to download it, or replace it with"
+            f" the official archive from {ARCHIVE_URL}."
         ) from err
-    return _assemble(groups, path)
+    return _assemble(groups, path, IntegrityError)
 
 
-def load_imdb(
-    data_dir: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True
-) -> ImdbData:
-    """Load the 50,000 labelled IMDb reviews (25,000 train / 25,000 test for the official data).
+def load_imdb(data_dir: str | os.PathLike | None = None, *, download: bool = True,
+              progress: bool = True) -> ImdbData:
+    """Load the 50,000 labelled IMDb reviews (25,000 train / 25,000 test for the
+    official data).
 
     Reads a CSV, the ``aclImdb/`` tree or the archive from the data directory (see
-    :func:`find_imdb_source`); an archive is first checked against the official size and sha256.
-    With nothing there and ``download=True``, downloads the archive (see :func:`download_imdb`).
-    A CSV without a ``split`` column gets a seeded 50/50 split, stratified by label.
+    :func:`find_imdb_source`); an archive is first checked against the official size
+    and sha256. With nothing there and ``download=True``, downloads the archive (see
+    :func:`download_imdb`). A CSV without a ``split`` column gets a seeded 50/50
+    split, stratified by label.
 
-    Raises ``FileNotFoundError`` (naming the directory, the accepted files and ``GDT_DATA_DIR``)
-    when there is no data and it cannot be downloaded; ``IntegrityError`` for a corrupt archive;
+    Raises ``FileNotFoundError`` (naming the directory, the accepted files and
+    ``GDT_DATA_DIR``) when there is no data and it cannot be downloaded;
+    ``IntegrityError`` for a corrupt archive;
     ``ImdbFormatError`` for a malformed CSV or tree.
     """
     if not isinstance(download, bool):
@@ -505,16 +636,19 @@ def load_imdb(
                 _missing_message(d, reason=f"downloading {ARCHIVE_URL} failed: {err}")
             ) from err
     if src.is_dir():
-        return _read_tree(src)
-    if src.name.endswith((".tar.gz", ".tgz")):
+        data = _read_tree(src)
+    elif src.name.endswith((".tar.gz", ".tgz")):
         verify_archive(src)
-        return _read_archive(src)
-    return _read_csv(src)
+        data = _read_archive(src)
+    else:
+        data = _read_csv(src)
+    data.note = _choice_note(src)
+    return data
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Tokeniser and vocabulary
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[a-z0-9']+")
 
@@ -522,12 +656,12 @@ _TOKEN_RE = re.compile(r"[a-z0-9']+")
 def tokenize(text: str) -> list[str]:
     """Word-level tokens: ``<br />`` tags removed, lower-cased, runs of ``[a-z0-9']``.
 
-    Why words and not bytes: with the short sequence budgets a CPU affords (a few hundred
-    tokens), a byte-level sequence covers only the first sentence or two of a review, while the
-    same number of words covers most of it (a training review has a median of 174 words, about
-    980 bytes; 256 words cover the whole of 71% of the reviews). Long Range
-    Arena uses bytes at length 4,000 on purpose (to test long contexts), which is beyond a
-    laptop's budget for the experiments of this book.
+    Why words and not bytes: with the short sequence budgets a CPU affords (a few
+    hundred tokens), a byte-level sequence covers only the first sentence or two of
+    a review, while the same number of words covers most of it (a training review
+    has a median of 174 words, about 980 bytes; 256 words cover the whole of 71% of
+    the reviews). Long Range Arena uses bytes at length 4,000 on purpose (to test
+    long contexts), which is beyond a laptop's budget for the experiments of this book.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -536,20 +670,16 @@ def tokenize(text: str) -> list[str]:
 
 def _check_texts(name: str, texts: object) -> None:
     if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of strings, not a single string (wrap it in a list)")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+        raise TypeError(
+            f"{name} must be a sequence of strings, not a single string (wrap it in a"
+            " list)"
+        )
 
 
 class Vocabulary:
-    """Token <-> id map: ``<pad>`` = 0, ``<unk>`` = 1, then tokens by frequency (desc), ties
-    alphabetically. ``itos[i]`` is the token of id ``i``; ``stoi`` the inverse map."""
+    """Token <-> id map: ``<pad>`` = 0, ``<unk>`` = 1, then tokens by frequency
+    (desc), ties alphabetically. ``itos[i]`` is the token of id ``i``; ``stoi`` the
+    inverse map."""
 
     def __init__(self, tokens: Sequence[str]):
         tokens = list(tokens)
@@ -561,21 +691,24 @@ class Vocabulary:
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], max_size: int = 20000, min_freq: int = 2) -> "Vocabulary":
-        """Vocabulary of the ``max_size - 2`` most frequent tokens seen at least ``min_freq``
-        times in ``texts`` (pass the *training* texts only); ``len(vocab) <= max_size``."""
+    def build(cls, texts: Iterable[str], max_size: int = 20000,
+              min_freq: int = 2) -> "Vocabulary":
+        """Vocabulary of the ``max_size - 2`` most frequent tokens seen at least
+        ``min_freq`` times in ``texts`` (pass the *training* texts only);
+        ``len(vocab) <= max_size``."""
         _check_texts("texts", texts)
         return cls._from_token_lists((tokenize(t) for t in texts), max_size, min_freq)
 
     @classmethod
     def _from_token_lists(cls, token_lists: Iterable[list[str]], max_size: int,
                           min_freq: int) -> "Vocabulary":
-        max_size = _check_int("max_size", max_size, 2)
-        min_freq = _check_int("min_freq", min_freq, 1)
+        max_size = check_int(max_size, "max_size", 2)
+        min_freq = check_int(min_freq, "min_freq", 1)
         counts: Counter[str] = Counter()
         for toks in token_lists:
             counts.update(toks)
-        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t:
+                      (-counts[t], t))
         return cls([PAD_TOKEN, UNK_TOKEN] + kept[: max_size - 2])
 
     def __len__(self) -> int:
@@ -597,25 +730,28 @@ class Vocabulary:
 
     def encode(self, texts: Sequence[str], seq_len: int, *, return_lengths: bool = False
                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Token ids, shape (N, seq_len), long: the first ``seq_len`` tokens of each text, padded
-        at the end with ``PAD_ID`` = 0 (so ``ids != 0`` is the mask of real tokens).
-        With ``return_lengths=True`` also returns the number of real tokens, shape (N,)."""
+        """Token ids, shape (N, seq_len), long: the first ``seq_len`` tokens of
+        each text, padded at the end with ``PAD_ID`` = 0 (so ``ids != 0`` is the
+        mask of real tokens). With ``return_lengths=True`` also returns the
+        number of real tokens, shape (N,)."""
         _check_texts("texts", texts)
-        seq_len = _check_int("seq_len", seq_len, 1)
+        seq_len = check_int(seq_len, "seq_len", 1)
         ids, lengths = self._encode_token_lists([tokenize(t) for t in texts], seq_len)
         return (ids, lengths) if return_lengths else ids
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
-        """The tokens of one id sequence, shape (L,), joined by spaces, padding dropped."""
+        """The tokens of one id sequence, shape (L,), joined by spaces, padding
+        dropped."""
         return " ".join(self.itos[int(i)] for i in ids if int(i) != PAD_ID)
 
 
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Tensors for training
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 @dataclass
 class ImdbTensors:
-    """Encoded IMDb: ``x_*`` (N, seq_len) long token ids (pad 0), ``y_*`` (N,) long labels."""
+    """Encoded IMDb: ``x_*`` (N, seq_len) long token ids (pad 0), ``y_*`` (N,) long
+    labels."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -624,8 +760,10 @@ class ImdbTensors:
     vocab: Vocabulary
 
 
-def _stratified_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of ``n`` items keeping the class proportions (largest remainders)."""
+def _stratified_subset(labels: np.ndarray, n: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``n`` items keeping the class proportions (largest
+    remainders)."""
     if n >= len(labels):
         return np.arange(len(labels))
     classes, counts = np.unique(labels, return_counts=True)
@@ -633,7 +771,9 @@ def _stratified_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> 
     take = np.floor(quota).astype(int)
     for j in np.argsort(-(quota - take), kind="stable")[: n - take.sum()]:
         take[j] += 1
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    picks = [
+        rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)
+    ]
     return np.sort(np.concatenate(picks))
 
 
@@ -647,26 +787,31 @@ def imdb_tensors(
     max_test: int | None = None,
     seed: int = 0,
 ) -> ImdbTensors:
-    """Tokenise and encode: x_train (N_train, seq_len), y_train (N_train,), x_test, y_test.
+    """Tokenise and encode: x_train (N_train, seq_len), y_train (N_train,), x_test,
+    y_test.
 
-    ``max_train`` / ``max_test`` keep a seeded, class-stratified subset (balanced when the data
-    are), for reduced CPU runs. The vocabulary (``len <= vocab_size``, counting ``<pad>`` and
-    ``<unk>``) is built from the kept training texts only; test words not in it become ``<unk>``.
-    Rows keep the source order (grouped by label): shuffle when batching.
+    ``max_train`` / ``max_test`` keep a seeded, class-stratified subset (balanced
+    when the data are), for reduced CPU runs. The vocabulary (``len <= vocab_size``,
+    counting ``<pad>`` and
+    ``<unk>``) is built from the kept training texts only; test words not in it
+    become ``<unk>``. Rows keep the source order (grouped by label): shuffle when
+    batching.
     """
     if not isinstance(data, ImdbData):
-        raise TypeError(f"data must be an ImdbData (from load_imdb), got {type(data).__name__}")
-    seq_len = _check_int("seq_len", seq_len, 1)
-    vocab_size = _check_int("vocab_size", vocab_size, 2)
-    min_freq = _check_int("min_freq", min_freq, 1)
-    seed = _check_int("seed", seed, 0)
+        raise TypeError(
+            f"data must be an ImdbData (from load_imdb), got {type(data).__name__}")
+    seq_len = check_int(seq_len, "seq_len", 1)
+    vocab_size = check_int(vocab_size, "vocab_size", 2)
+    min_freq = check_int(min_freq, "min_freq", 1)
+    seed = check_int(seed, "seed", 0)
     if max_train is not None:
-        max_train = _check_int("max_train", max_train, 1)
+        max_train = check_int(max_train, "max_train", 1)
     if max_test is not None:
-        max_test = _check_int("max_test", max_test, 1)
+        max_test = check_int(max_test, "max_test", 1)
     rng = np.random.default_rng(seed)
 
-    def subset(texts: list[str], labels: list[int], n: int | None) -> tuple[list[str], np.ndarray]:
+    def subset(texts: list[str], labels: list[int],
+               n: int | None) -> tuple[list[str], np.ndarray]:
         y = np.asarray(labels, dtype=np.int64)
         if n is None:
             return texts, y
@@ -679,4 +824,5 @@ def imdb_tensors(
     vocab = Vocabulary._from_token_lists(tr_tokens, vocab_size, min_freq)
     x_tr, _ = vocab._encode_token_lists(tr_tokens, seq_len)
     x_te, _ = vocab._encode_token_lists([tokenize(t) for t in te_texts], seq_len)
-    return ImdbTensors(x_tr, torch.from_numpy(y_tr), x_te, torch.from_numpy(y_te), vocab)
+    return ImdbTensors(x_tr, torch.from_numpy(y_tr), x_te, torch.from_numpy(y_te),
+                       vocab)

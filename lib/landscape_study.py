@@ -1,15 +1,19 @@
-"""The two-stage landscape study of real tasks (chapter 09): train, slice, measure, compare.
+"""The two-stage landscape study of real tasks (chapter 09): train, slice, measure,
+compare.
 
-    rec, models, (Xe, ye) = landscape_study(make_model, train, test, task_settings, land_settings)
-    rec["kernels"]["gaussian"]["roughness"]        # one dict of measures per direction pair
-    plot_slices(rec, "title"); plot_measures({"imdb": rec}, "title", labels)
-    display(comparison_table({"imdb": rec}, labels)); medians(records)
+    rec, models, (Xe, ye) = landscape_study(make_model, train, test, task_settings,
+    land_settings) rec["kernels"]["gaussian"]["roughness"]        # one dict of
+    measures per direction pair plot_slices(rec, "title"); plot_measures({"imdb":
+    rec}, "title", labels) display(comparison_table({"imdb": rec}, labels));
+    medians(records)
 
-Protocol: ``lib.minibatch.two_stage`` trains a Softmax first stage, then one second stage per
-kernel from it; around each second-stage solution theta, 2-D slices of the loss on a fixed
-evaluation batch E of training examples along filter-normalised random directions
-(``lib.landscape``), their roughness measures, and the extreme Hessian eigenvalues (Lanczos,
-``lib.hessian.extreme_eigenvalues``). A record is plain data (lists, floats), ready for JSON.
+Protocol: ``lib.minibatch.two_stage`` trains a Softmax first stage, then one second
+stage per kernel from it; around each second-stage solution theta, 2-D slices of the
+loss on a fixed evaluation batch E of training examples along filter-normalised random
+directions (``lib.landscape``), their roughness measures, and the extreme Hessian
+eigenvalues (Lanczos,
+``lib.hessian.extreme_eigenvalues``). A record is plain data (lists, floats), ready for
+JSON.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ MEASURES = {
 def batch_loss(
     model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int = 8
 ) -> torch.Tensor:
-    """Mean cross-entropy on (X, y), ``chunk`` examples at a time (short batches are faster on a CPU)."""
+    """Mean cross-entropy on (X, y), ``chunk`` examples at a time (short batches are
+    faster on a CPU)."""
     total = sum(
         F.cross_entropy(model(X[i : i + chunk]), y[i : i + chunk], reduction="sum")
         for i in range(0, len(y), chunk)
@@ -80,11 +85,13 @@ def landscape_study(
     device: torch.device | str | None = None,
     lanczos_tol: float = 1e-2,
 ) -> tuple[dict[str, Any], dict[str, nn.Module], tuple[torch.Tensor, torch.Tensor]]:
-    """Run the protocol for one task: returns (record, {kernel: stage-2 model}, evaluation batch E).
+    """Run the protocol for one task: returns (record, {kernel: stage-2 model},
+    evaluation batch E).
 
-    cfg: optimizer, lr, momentum, batch_size, stage1_steps, stage2_steps, eval_examples (size of E,
-    drawn from the training set with seed 1). land: grid, span, direction_seeds (pair r uses seeds
-    2r and 2r + 1), lanczos_iters. A diverged run raises (its RuntimeWarning becomes an error).
+    cfg: optimizer, lr, momentum, batch_size, stage1_steps, stage2_steps,
+    eval_examples (size of E, drawn from the training set with seed 1). land: grid,
+    span, direction_seeds (pair r uses seeds 2r and 2r + 1), lanczos_iters. A
+    diverged run raises (its RuntimeWarning becomes an error).
     """
 
     def config(steps: int) -> MinibatchConfig:
@@ -170,7 +177,8 @@ def landscape_study(
 def hvp_relative_error(
     model: nn.Module, X: torch.Tensor, y: torch.Tensor, eps: float = 1e-2, seed: int = 0
 ) -> float:
-    """|H v - central difference of gradients| / |H v| for a random unit v (all weights, cross-entropy)."""
+    """|H v - central difference of gradients| / |H v| for a random unit v (all
+    weights, cross-entropy)."""
     names = [name for name, _ in model.named_parameters()]
     params = list(model.parameters())
     v = torch.randn(
@@ -204,9 +212,11 @@ def medians(
     records: Mapping[str, Mapping[str, Any]],
     view: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[tuple[str, str], tuple[float, float]]:
-    """{(task, measure): (Softmax value, Gaussian value)}: medians over the direction pairs of the
-    three measures, and "top_eig" (lambda_max). ``view``: recompute the measures on
-    ``view(Z)`` of every grid Z (float64), e.g. its central part ``lambda Z: Z[2:-2, 2:-2]``.
+    """{(task, measure): (Softmax value, Gaussian value)}: medians over the
+    direction pairs of the three measures, and "top_eig" (lambda_max). ``view``:
+    recompute the measures on
+    ``view(Z)`` of every grid Z (float64), e.g. its central part ``lambda Z: Z[2:-2,
+    2:-2]``.
     """
     out = {}
     for task, rec in records.items():
@@ -235,8 +245,9 @@ def _fmt(values: np.ndarray) -> str:
 def comparison_table(
     records: Mapping[str, Mapping[str, Any]], task_labels: Mapping[str, str]
 ) -> Table:
-    """One column per (task, kernel); rows: test accuracy, loss at the centre, the three measures
-    (median [min, max] over direction pairs), lambda_max and lambda_min."""
+    """One column per (task, kernel); rows: test accuracy, loss at the centre, the
+    three measures (median [min, max] over direction pairs), lambda_max and
+    lambda_min."""
     cols = [(t, k) for t in records for k in KERNELS]
     rows = [
         ["test accuracy"]
@@ -262,7 +273,8 @@ def comparison_table(
 
 
 def plot_slices(record: Mapping[str, Any], title: str):
-    """Filled contours of every slice: one row per kernel, one column per direction pair."""
+    """Filled contours of every slice: one row per kernel, one column per direction
+    pair."""
     seeds = len(record["kernels"]["softmax"]["Z"])
     fig, axes = new_figure(ncols=seeds, nrows=2, width=3.0, height=2.6, squeeze=False)
     for row, k in enumerate(KERNELS):
@@ -299,7 +311,8 @@ def plot_slices(record: Mapping[str, Any], title: str):
 def plot_measures(
     records: Mapping[str, Mapping[str, Any]], title: str, task_labels: Mapping[str, str]
 ):
-    """The three measures, one dot per direction pair, a bar at the median; per task and kernel."""
+    """The three measures, one dot per direction pair, a bar at the median; per task
+    and kernel."""
     fig, axes = new_figure(ncols=3, width=3.4, height=2.9)
     for ax, (m, label) in zip(axes, MEASURES.items()):
         for t, (task, rec) in enumerate(records.items()):
@@ -331,7 +344,8 @@ def plot_measures(
 
 
 def jsonable(x: Any) -> Any:
-    """Nested dicts/lists with numpy arrays as float32 lists and numpy scalars as Python numbers."""
+    """Nested dicts/lists with numpy arrays as float32 lists and numpy scalars as
+    Python numbers."""
     if isinstance(x, dict):
         return {key: jsonable(value) for key, value in x.items()}
     if isinstance(x, (list, tuple)):
@@ -342,8 +356,8 @@ def jsonable(x: Any) -> Any:
 
 
 def describe(record: Mapping[str, Any]) -> str:
-    """The test accuracies after stage 1 and after each second stage, and the loss on E at each
-    stage-2 solution, as text."""
+    """The test accuracies after stage 1 and after each second stage, and the loss
+    on E at each stage-2 solution, as text."""
     lines = [
         f"test accuracy after stage 1 (Softmax): {record['stage1']['test_acc'][-1]:.3f}"
     ]

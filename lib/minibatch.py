@@ -1,18 +1,23 @@
-"""Mini-batch training of classifiers (SGD or Adam), the real-task sibling of ``lib.trainer``.
+"""Mini-batch training of classifiers (SGD or Adam), the real-task sibling of
+``lib.trainer``.
 
-    config = MinibatchConfig(optimizer="sgd", lr=0.1, batch_size=32, steps=2000, eval_every=100)
-    history = train_classifier(model, (X_train, y_train), (X_test, y_test), config)
-    history.eval_steps, history.test_loss, history.test_acc   # at step 0, every eval_every, the end
-    history.train_loss                                         # one mini-batch loss per update
-    history.status                                             # "max_steps", "diverged", "non_finite"
+    config = MinibatchConfig(optimizer="sgd", lr=0.1, batch_size=32, steps=2000,
+    eval_every=100) history = train_classifier(model, (X_train, y_train), (X_test,
+    y_test), config) history.eval_steps, history.test_loss, history.test_acc   # at
+    step 0, every eval_every, the end history.train_loss
+    # one mini-batch loss per update history.status
+    # "max_steps", "diverged", "non_finite"
 
-Mini-batches come from a seeded ``torch.Generator``: the training set is shuffled once per epoch
-and cut into consecutive batches (an epoch's leftover starts the next batch, so every batch has
-``batch_size`` samples and no sample is dropped). Data stay where they are (e.g. large CPU
-tensors) and are moved to the model's device one batch at a time. A non-finite loss or gradient,
-or a smoothed training loss above ``divergence_factor`` times its reference, stops training with a
-``RuntimeWarning`` (or a ``lib.trainer.TrainingError`` with ``on_failure="raise"``), never silently.
-On the CPU a run is a deterministic function of the model's initial weights and ``seed``.
+Mini-batches come from a seeded ``torch.Generator``: the training set is shuffled once
+per epoch and cut into consecutive batches (an epoch's leftover starts the next batch,
+so every batch has
+``batch_size`` samples and no sample is dropped). Data stay where they are (e.g. large
+CPU tensors) and are moved to the model's device one batch at a time. A non-finite loss
+or gradient, or a smoothed training loss above ``divergence_factor`` times its
+reference, stops training with a
+``RuntimeWarning`` (or a ``lib.trainer.TrainingError`` with ``on_failure="raise"``),
+never silently. On the CPU a run is a deterministic function of the model's initial
+weights and ``seed``.
 """
 from __future__ import annotations
 
@@ -29,8 +34,27 @@ from torch import nn
 
 from . import set_seed
 from .attention import get_kernel
-from .trainer import TrainingError, progress_bar, report_failure
-from .validation import check_choice, check_positive_float, check_positive_int
+from .training import (
+    FAILED,
+    INTERRUPTED,
+    MAX_STEPS,
+    NON_FINITE,
+    DIVERGED,
+    TrainingError,
+    divergence_message,
+    non_finite_message,
+    progress_bar,
+    report_failure,
+    resolve_config,
+)
+from .validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 
 __all__ = [
     "MinibatchConfig",
@@ -48,40 +72,30 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 EMA_DECAY = 0.9  # smoothing of the training loss for the divergence test
 
 
-def _nonneg_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _number(value: object, name: str, lo: float, hi: float, hi_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    ok = lo <= value < hi if hi_open else lo <= value <= hi
-    if not ok:
-        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {value}")
-    return value
-
-
 @dataclass
 class MinibatchConfig:
     """Settings of mini-batch training.
 
-    optimizer: "sgd" (with optional momentum), "adam" (L2 weight decay) or "adamw" (decoupled).
+    optimizer: "sgd" (with optional momentum), "adam" (L2 weight decay) or "adamw"
+    (decoupled).
     lr: learning rate > 0. momentum: SGD momentum in [0, 1). weight_decay: >= 0.
     betas: Adam's (beta1, beta2), each in [0, 1).
     batch_size: samples per update (at most the training-set size).
     steps: number of updates (0: only the initial evaluation).
-    eval_every: evaluate the test set at step 0, every eval_every updates, and after the last one.
-    eval_batch_size: batch size of the evaluation passes (memory only; results do not depend on it).
-    train_eval_size: if > 0, also evaluate on a fixed random subset of this many training samples
+    eval_every: evaluate the test set at step 0, every eval_every updates, and after
+    the last one.
+    eval_batch_size: batch size of the evaluation passes (memory only; results do
+    not depend on it).
+    train_eval_size: if > 0, also evaluate on a fixed random subset of this many
+    training samples
         at each evaluation (``train_loss_at_eval``, ``train_acc_at_eval``).
     grad_clip: clip the global gradient norm to this value (None: no clipping).
     seed: seed of the batch order, of dropout and of the train-evaluation subset.
     progress: show a tqdm progress bar.
-    on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise" (TrainingError).
-    divergence_factor: stop with status "diverged" when the smoothed training loss (exponential
+    on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise"
+    (TrainingError).
+    divergence_factor: stop with status "diverged" when the smoothed training loss
+    (exponential
         moving average, decay 0.9) exceeds this multiple of max(first mini-batch loss,
         log(num_classes)), the loss of chance-level guessing. The default 100 (a mean
         cross-entropy above 69 for two classes) only catches runaway training.
@@ -105,35 +119,50 @@ class MinibatchConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer, str):
-            raise TypeError(f"optimizer must be a str, one of {list(OPTIMIZERS)}, got {type(self.optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a str, one of {list(OPTIMIZERS)}, got"
+                f" {type(self.optimizer).__name__}"
+            )
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         self.lr = check_positive_float(self.lr, "lr (the learning rate)")
-        self.momentum = _number(self.momentum, "momentum", 0.0, 1.0)
+        self.momentum = check_number(self.momentum, "momentum", 0.0, 1.0,
+                                     high_open=True)
         if self.momentum and self.optimizer != "sgd":
-            raise ValueError(f"momentum applies to optimizer='sgd' only (Adam uses betas), got {self.momentum}")
-        self.weight_decay = _number(self.weight_decay, "weight_decay", 0.0, math.inf)
-        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
+            raise ValueError(
+                "momentum applies to optimizer='sgd' only (Adam uses betas), got"
+                f" {self.momentum}"
+            )
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", 0.0,
+                                         math.inf)
+        if isinstance(self.betas,
+                      (str, bytes)) or not hasattr(self.betas, "__len__") or len(
+                          self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        self.betas = (_number(self.betas[0], "betas[0]", 0.0, 1.0), _number(self.betas[1], "betas[1]", 0.0, 1.0))
+        self.betas = tuple(
+            check_number(b, f"betas[{i}]", 0.0, 1.0, high_open=True)
+            for i, b in enumerate(self.betas))
         check_positive_int(self.batch_size, "batch_size")
-        _nonneg_int(self.steps, "steps")
+        check_int(self.steps, "steps", 0)
         check_positive_int(self.eval_every, "eval_every")
         check_positive_int(self.eval_batch_size, "eval_batch_size")
-        _nonneg_int(self.train_eval_size, "train_eval_size")
+        check_int(self.train_eval_size, "train_eval_size", 0)
         if self.grad_clip is not None:
             self.grad_clip = check_positive_float(self.grad_clip, "grad_clip")
-        _nonneg_int(self.seed, "seed")
+        check_seed(self.seed)
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be True or False, got {self.progress!r}")
         check_choice(self.on_failure, "on_failure", ["warn", "raise"])
-        self.divergence_factor = check_positive_float(self.divergence_factor, "divergence_factor")
+        self.divergence_factor = check_positive_float(self.divergence_factor,
+                                                      "divergence_factor")
         if self.divergence_factor <= 1:
-            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+            raise ValueError(
+                f"divergence_factor must be > 1, got {self.divergence_factor}")
 
 
 @dataclass
 class EvalState:
-    """What a callback sees at each evaluation: the step, the model and the test metrics so far."""
+    """What a callback sees at each evaluation: the step, the model and the test
+    metrics so far."""
 
     step: int
     model: nn.Module
@@ -149,11 +178,12 @@ Callback = Callable[[EvalState], "Mapping[str, float] | None"]
 class ClassifierHistory:
     """Record of one mini-batch run.
 
-    eval_steps[i]: number of updates before evaluation i; test_loss[i], test_acc[i]: mean
-    cross-entropy and accuracy on the test set there (train_*_at_eval likewise on the training
-    subset, when ``train_eval_size`` > 0). train_loss[t], train_acc[t], grad_norm[t]: loss,
-    accuracy and gradient norm (before clipping) of the mini-batch of update t, at the weights
-    before that update. diagnostics[key][i]: what the callbacks returned at evaluation i.
+    eval_steps[i]: number of updates before evaluation i; test_loss[i], test_acc[i]:
+    mean cross-entropy and accuracy on the test set there (train_*_at_eval likewise
+    on the training subset, when ``train_eval_size`` > 0). train_loss[t],
+    train_acc[t], grad_norm[t]: loss, accuracy and gradient norm (before clipping)
+    of the mini-batch of update t, at the weights before that update.
+    diagnostics[key][i]: what the callbacks returned at evaluation i.
     seconds: wall-clock time of the run, evaluations included.
     """
 
@@ -180,7 +210,7 @@ class ClassifierHistory:
     @property
     def failed(self) -> bool:
         """True when training diverged or produced non-finite values."""
-        return self.status in ("diverged", "non_finite")
+        return self.status in FAILED
 
     @property
     def final_test_acc(self) -> float:
@@ -191,7 +221,8 @@ class ClassifierHistory:
         return self.test_loss[-1]
 
     def smoothed_train_loss(self, window: int = 50) -> list[float]:
-        """Running mean of ``train_loss`` over the last ``window`` updates (shorter at the start)."""
+        """Running mean of ``train_loss`` over the last ``window`` updates
+        (shorter at the start)."""
         check_positive_int(window, "window")
         out, total = [], 0.0
         for t, value in enumerate(self.train_loss):
@@ -202,7 +233,8 @@ class ClassifierHistory:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain (JSON-serialisable) dict; ``ClassifierHistory.from_dict`` inverts it."""
+        """Plain (JSON-serialisable) dict; ``ClassifierHistory.from_dict``
+        inverts it."""
         data = dataclasses.asdict(self)
         if self.config is not None:
             data["config"]["betas"] = list(self.config.betas)
@@ -232,21 +264,32 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _check_split(data: object, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(f"{name} must be a pair (X, y) of tensors, got {type(data).__name__}")
+        raise TypeError(
+            f"{name} must be a pair (X, y) of tensors, got {type(data).__name__}")
     X, y = data
     return _check_xy(X, y, f"{name}[0] (X)", f"{name}[1] (y)")
 
 
-def _check_xy(X: object, y: object, xname: str = "X", yname: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
+def _check_xy(X: object, y: object, xname: str = "X",
+              yname: str = "y") -> tuple[torch.Tensor, torch.Tensor]:
     for t, n in ((X, xname), (y, yname)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{n} must be a torch.Tensor, got {type(t).__name__}")
     if X.dim() < 1 or X.shape[0] == 0:
-        raise ValueError(f"{xname} must have at least one sample (first axis), got shape {tuple(X.shape)}")
+        raise ValueError(
+            f"{xname} must have at least one sample (first axis), got shape"
+            f" {tuple(X.shape)}"
+        )
     if y.dim() != 1 or y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{yname} must be a 1-D integer tensor of class labels, got {y.dtype} {tuple(y.shape)}")
+        raise TypeError(
+            f"{yname} must be a 1-D integer tensor of class labels, got {y.dtype}"
+            f" {tuple(y.shape)}"
+        )
     if y.shape[0] != X.shape[0]:
-        raise ValueError(f"{xname} and {yname} must have the same number of samples, got {X.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"{xname} and {yname} must have the same number of samples, got"
+            f" {X.shape[0]} and {y.shape[0]}"
+        )
     if int(y.min()) < 0:
         raise ValueError(f"{yname} must hold class labels >= 0, found {int(y.min())}")
     return X, y
@@ -255,7 +298,10 @@ def _check_xy(X: object, y: object, xname: str = "X", yname: str = "y") -> tuple
 def _check_labels(model: nn.Module, y: torch.Tensor, name: str) -> None:
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and int(y.max()) >= num_classes:
-        raise ValueError(f"{name} has label {int(y.max())} but the model has num_classes={num_classes}")
+        raise ValueError(
+            f"{name} has label {int(y.max())} but the model has"
+            f" num_classes={num_classes}"
+        )
 
 
 def _batch(X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, device: torch.device):
@@ -276,9 +322,9 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on X: (N, ...), y: (N,) class labels.
 
-    Runs in eval mode without gradients, ``batch_size`` samples at a time, on ``device`` (default:
-    the model's); the model's train/eval mode is restored afterwards. A non-finite logit gives a
-    non-finite loss (reported, not raised).
+    Runs in eval mode without gradients, ``batch_size`` samples at a time, on
+    ``device`` (default: the model's); the model's train/eval mode is restored
+    afterwards. A non-finite logit gives a non-finite loss (reported, not raised).
     """
     X, y = _check_xy(X, y)
     check_positive_int(batch_size, "batch_size")
@@ -310,17 +356,22 @@ class _BatchStream:
 
     def next(self) -> torch.Tensor:
         while self.buffer.numel() < self.batch_size:
-            self.buffer = torch.cat([self.buffer, torch.randperm(self.N, generator=self.gen)])
-        idx, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
+            self.buffer = torch.cat(
+                [self.buffer, torch.randperm(self.N, generator=self.gen)])
+        idx, self.buffer = self.buffer[:self.batch_size], self.buffer[self.batch_size:]
         return idx
 
 
-def _make_optimizer(config: MinibatchConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _make_optimizer(config: MinibatchConfig,
+                    params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas,
+                                weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
+                             weight_decay=config.weight_decay)
 
 
 # --------------------------------------------------------------------------- training
@@ -334,20 +385,18 @@ def train_classifier(
     device: torch.device | str | None = None,
     **overrides,
 ) -> ClassifierHistory:
-    """Train ``model`` (inputs -> logits (B, C)) with mini-batch cross-entropy; returns a ``ClassifierHistory``.
+    """Train ``model`` (inputs -> logits (B, C)) with mini-batch cross-entropy;
+    returns a ``ClassifierHistory``.
 
-    train, test: pairs (X, y), X: (N, ...) any tensor the model takes, y: (N,) integer labels.
-    Settings come from ``config`` with keyword ``overrides`` (e.g. ``steps=500, lr=0.05``).
-    ``device``: move the model there first (default: leave it where it is). Only parameters with
-    ``requires_grad`` are trained. Callbacks are called at every evaluation with an ``EvalState``
-    and may return a dict of numbers, stored in ``history.diagnostics``.
+    train, test: pairs (X, y), X: (N, ...) any tensor the model takes, y: (N,)
+    integer labels. Settings come from ``config`` with keyword ``overrides`` (e.g.
+    ``steps=500, lr=0.05``).
+    ``device``: move the model there first (default: leave it where it is). Only
+    parameters with
+    ``requires_grad`` are trained. Callbacks are called at every evaluation with an
+    ``EvalState`` and may return a dict of numbers, stored in ``history.diagnostics``.
     """
-    if config is None:
-        config = MinibatchConfig(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    if not isinstance(config, MinibatchConfig):
-        raise TypeError(f"config must be a MinibatchConfig, got {type(config).__name__}")
+    config = resolve_config(config, overrides, MinibatchConfig)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     X_tr, y_tr = _check_split(train, "train")
@@ -356,17 +405,22 @@ def train_classifier(
     _check_labels(model, y_te, "test labels")
     N = X_tr.shape[0]
     if config.batch_size > N:
-        raise ValueError(f"batch_size ({config.batch_size}) exceeds the number of training samples ({N})")
+        raise ValueError(
+            f"batch_size ({config.batch_size}) exceeds the number of training samples"
+            f" ({N})"
+        )
     if device is not None:
         model.to(torch.device(device))
     device = _model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters (requires_grad is False everywhere)")
+        raise ValueError(
+            "the model has no trainable parameters (requires_grad is False everywhere)")
 
     history = ClassifierHistory(config=config)
     optimizer = _make_optimizer(config, params)
-    stream = _BatchStream(N, config.batch_size, torch.Generator().manual_seed(config.seed))
+    stream = _BatchStream(N, config.batch_size,
+                          torch.Generator().manual_seed(config.seed))
     train_eval = None
     if config.train_eval_size:
         gen = torch.Generator().manual_seed(config.seed + 1_000_003)
@@ -377,16 +431,20 @@ def train_classifier(
     was_training = model.training
     cuda_devices = []
     if device.type == "cuda":
-        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+        cuda_devices = [
+            device.index if device.index is not None else torch.cuda.current_device()
+        ]
     start = time.perf_counter()
 
     def run_evaluation(step: int) -> None:
-        loss, acc = evaluate(model, X_te, y_te, batch_size=config.eval_batch_size, device=device)
+        loss, acc = evaluate(model, X_te, y_te, batch_size=config.eval_batch_size,
+                             device=device)
         history.eval_steps.append(step)
         history.test_loss.append(loss)
         history.test_acc.append(acc)
         if train_eval is not None:
-            tl, ta = evaluate(model, *train_eval, batch_size=config.eval_batch_size, device=device)
+            tl, ta = evaluate(model, *train_eval, batch_size=config.eval_batch_size,
+                              device=device)
             history.train_loss_at_eval.append(tl)
             history.train_acc_at_eval.append(ta)
         if callbacks:
@@ -398,11 +456,12 @@ def train_classifier(
     try:
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(config.seed)  # dropout
-            for step in progress_bar(range(config.steps + 1), config.progress, config.steps + 1, desc="training"):
+            for step in progress_bar(range(config.steps + 1), config.progress,
+                                     config.steps + 1, desc="training"):
                 if step % config.eval_every == 0 or step == config.steps:
                     run_evaluation(step)
                 if step == config.steps:
-                    history.status = "max_steps"
+                    history.status = MAX_STEPS
                     history.message = f"ran all {config.steps} steps"
                     break
                 model.train()
@@ -413,28 +472,37 @@ def train_classifier(
                 loss.backward()
                 grads = [p.grad for p in params if p.grad is not None]
                 if grads:
-                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    norm = torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in grads]))
                 else:
                     norm = torch.zeros((), device=device)
                 acc = (logits.detach().argmax(dim=-1) == yb).float().mean()
-                value, gnorm, batch_acc = torch.stack([loss.detach().float(), norm.float(), acc]).tolist()
+                value, gnorm, batch_acc = torch.stack(
+                    [loss.detach().float(), norm.float(), acc]).tolist()
                 history.train_loss.append(value)
                 history.train_acc.append(batch_acc)
                 history.grad_norm.append(gnorm)
+                lr = f"{config.lr}, optimizer={config.optimizer}"
                 if not math.isfinite(value) or not math.isfinite(gnorm):
-                    what = f"the mini-batch loss is {value}" if not math.isfinite(value) else "a gradient is not finite"
-                    report_failure(history, config, "non_finite",
-                          f"training stopped at step {step}: {what} (optimizer={config.optimizer}, lr={config.lr})")
+                    what = f"the mini-batch loss is {value}" if not math.isfinite(
+                        value) else "a gradient is not finite"
+                    report_failure(history, config, NON_FINITE,
+                                   non_finite_message(step, value, [], lr, what))
                     break
                 if ema is None:
                     ema = value
-                    reference = max(value, math.log(num_classes if num_classes else logits.shape[-1]))
+                    reference = max(
+                        value,
+                        math.log(num_classes if num_classes else logits.shape[-1]))
                 else:
                     ema = EMA_DECAY * ema + (1 - EMA_DECAY) * value
                 if ema > config.divergence_factor * reference:
-                    report_failure(history, config, "diverged",
-                          f"training diverged at step {step}: smoothed loss {ema:.3e} > {config.divergence_factor:g} "
-                          f"x {reference:.3e} (optimizer={config.optimizer}, lr={config.lr}; try a smaller lr)")
+                    report_failure(
+                        history, config, DIVERGED,
+                        divergence_message(
+                            step, ema, config.divergence_factor, reference, lr,
+                            what="smoothed loss", reference_what=
+                            "max(first loss, log of the number of classes)"))
                     break
                 if config.grad_clip is not None and gnorm > config.grad_clip:
                     scale = config.grad_clip / (gnorm + 1e-12)
@@ -445,7 +513,7 @@ def train_classifier(
         model.train(was_training)
         history.seconds = time.perf_counter() - start
         if history.status == "running":
-            history.status = "interrupted"
+            history.status = INTERRUPTED
             history.message = history.message or "training was interrupted"
     return history
 
@@ -459,15 +527,19 @@ def run_seeds(
     **kw,
 ) -> list[ClassifierHistory]:
     """One run per seed: ``lib.set_seed(seed)``, ``model = make_model(seed)``, then
-    ``train_classifier(model, train, test, config with seed=seed, **kw)``. The seed fixes the model's
-    initialisation (through ``make_model`` and the global generators) and the batch order."""
+    ``train_classifier(model, train, test, config with seed=seed, **kw)``. The seed
+    fixes the model's initialisation (through ``make_model`` and the global
+    generators) and the batch order."""
     if isinstance(seeds, int) or not len(seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+        raise ValueError(
+            f"seeds must be a non-empty sequence of integers, got {seeds!r}")
     histories = []
     for seed in seeds:
         set_seed(seed)
         model = make_model(seed)
-        histories.append(train_classifier(model, train, test, dataclasses.replace(config, seed=seed), **kw))
+        histories.append(
+            train_classifier(model, train, test, dataclasses.replace(config, seed=seed),
+                             **kw))
     return histories
 
 
@@ -482,30 +554,46 @@ def two_stage(
     seed: int = 0,
     **kw,
 ) -> dict[str, Any]:
-    """Two-stage training: a common first stage, then a second stage per attention kernel.
+    """Two-stage training: a common first stage, then a second stage per attention
+    kernel.
 
-    Stage 1 trains ``make_model(seed)`` with ``stage1_kernel``. For each kernel, a deep copy of the
-    stage-1 model switches to that kernel (``set_kernel``) and trains with ``stage2``; every
-    second stage uses the same batch order (``seed``), so the runs differ only in the kernel.
-    Returns {"stage1": history, "stage1_model": model, "models": {kernel: model},
-    "histories": {kernel: history}}. A failed first stage raises ``TrainingError``.
+    Stage 1 trains ``make_model(seed)`` with ``stage1_kernel``. For each kernel, a
+    deep copy of the stage-1 model switches to that kernel (``set_kernel``) and
+    trains with ``stage2``; every second stage uses the same batch order (``seed``),
+    so the runs differ only in the kernel. Returns {"stage1": history,
+    "stage1_model": model, "models": {kernel: model}, "histories": {kernel:
+    history}}. A failed first stage raises ``TrainingError``.
     """
     if isinstance(kernels, str) or not len(kernels):
-        raise ValueError(f"kernels must be a non-empty sequence of kernel names, got {kernels!r}")
+        raise ValueError(
+            f"kernels must be a non-empty sequence of kernel names, got {kernels!r}")
     set_seed(seed)
     model = make_model(seed)
     if not callable(getattr(model, "set_kernel", None)):
-        raise TypeError(f"two_stage needs a model with a set_kernel method, got {type(model).__name__}")
+        raise TypeError(
+            "two_stage needs a model with a set_kernel method, got"
+            f" {type(model).__name__}"
+        )
     for name in (stage1_kernel, *kernels):
         get_kernel(name)  # an unknown name fails before any training
     model.set_kernel(stage1_kernel)
-    first = train_classifier(model, train, test, dataclasses.replace(stage1, seed=seed), **kw)
+    first = train_classifier(model, train, test, dataclasses.replace(stage1, seed=seed),
+                             **kw)
     if first.failed:
-        raise TrainingError(f"stage 1 failed ({first.status}): {first.message}; stage 2 cannot start from it")
+        raise TrainingError(
+            f"stage 1 failed ({first.status}): {first.message}; stage 2 cannot start"
+            " from it"
+        )
     models, histories = {}, {}
     for name in kernels:
         m = copy.deepcopy(model)
         m.set_kernel(name)
-        histories[name] = train_classifier(m, train, test, dataclasses.replace(stage2, seed=seed), **kw)
+        histories[name] = train_classifier(m, train, test,
+                                           dataclasses.replace(stage2, seed=seed), **kw)
         models[name] = m
-    return {"stage1": first, "stage1_model": model, "models": models, "histories": histories}
+    return {
+        "stage1": first,
+        "stage1_model": model,
+        "models": models,
+        "histories": histories
+    }

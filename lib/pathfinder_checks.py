@@ -1,14 +1,17 @@
-"""Checks of generated Pathfinder images (``lib.pathfinder``): shortcuts, ink statistics, a solver.
+"""Checks of generated Pathfinder images (``lib.pathfinder``): shortcuts, ink
+statistics, a solver.
 
-    held_out, in_sample = threshold_accuracy(statistic, labels)   # best threshold rule, half/half
-    marker_is_square(data)            # every marker centre has a lit 3x3 square around it
-    per_marker, unmarked = marked_path_ink(data)   # ink of each marker's path, of the unmarked one
-    window_ink(data, w=3)             # ink in the (2w+1)^2 windows at the two markers, summed
-    flood_fill_labels(data)           # the label recovered from the pixels and marker positions
-    fig = show_pathfinder_images(data, per_class=5)
+    held_out, in_sample = threshold_accuracy(statistic, labels)   # best threshold
+    rule, half/half marker_is_square(data)            # every marker centre has a
+    lit 3x3 square around it per_marker, unmarked = marked_path_ink(data)   # ink of
+    each marker's path, of the unmarked one window_ink(data, w=3)             # ink
+    in the (2w+1)^2 windows at the two markers, summed flood_fill_labels(data)
+    # the label recovered from the pixels and marker positions fig =
+    show_pathfinder_images(data, per_class=5)
 
-A model that solves Pathfinder must follow the curves; these functions check that nothing simpler
-(marker distance, total ink, local ink) predicts the label, and that the label is recoverable.
+A model that solves Pathfinder must follow the curves; these functions check that
+nothing simpler (marker distance, total ink, local ink) predicts the label, and that the
+label is recoverable.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ def _check_data(data: object) -> PathfinderData:
 
 
 def threshold_accuracy(stat: object, labels: object) -> tuple[float, float]:
-    """Best threshold rule ("label 1 when sign * (stat - t) >= 0") fitted on the first half of the
-    samples: (accuracy on the second half, accuracy on the first half). stat, labels: (N,), N >= 2.
+    """Best threshold rule ("label 1 when sign * (stat - t) >= 0") fitted on the
+    first half of the
+    samples: (accuracy on the second half, accuracy on the first half). stat,
+    labels: (N,), N >= 2.
     """
     stat, labels = np.asarray(stat, dtype=float), np.asarray(labels)
     if stat.ndim != 1 or stat.shape != labels.shape or len(stat) < 2:
@@ -88,8 +93,9 @@ def _components(image: np.ndarray, r: int) -> tuple[np.ndarray, int]:
 
 
 def marked_path_ink(data: PathfinderData) -> tuple[np.ndarray, np.ndarray]:
-    """Ink of each marker's own path with both marker squares removed: (N, 2); and the ink of the
-    largest path that carries no marker: (N,). Paths are the pieces of ``_components``.
+    """Ink of each marker's own path with both marker squares removed: (N, 2); and
+    the ink of the largest path that carries no marker: (N,). Paths are the pieces
+    of ``_components``.
     """
     data = _check_data(data)
     per_marker, unmarked = [], []
@@ -107,7 +113,8 @@ def marked_path_ink(data: PathfinderData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def window_ink(data: PathfinderData, w: int = 3) -> np.ndarray:
-    """Ink in the (2w + 1) x (2w + 1) window around each marker, summed over the two markers: (N,)."""
+    """Ink in the (2w + 1) x (2w + 1) window around each marker, summed over the two
+    markers: (N,)."""
     data = _check_data(data)
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
         raise ValueError(f"w must be a non-negative integer, got {w!r}")
@@ -123,7 +130,8 @@ def window_ink(data: PathfinderData, w: int = 3) -> np.ndarray:
 
 
 def flood_fill_labels(data: PathfinderData) -> torch.Tensor:
-    """1 where both marker centres fall in the same path piece (``_components``), else 0: (N,)."""
+    """1 where both marker centres fall in the same path piece (``_components``),
+    else 0: (N,)."""
     data = _check_data(data)
     out = []
     for image, (a, b) in zip(data.images.numpy(), data.marker_coords.numpy()):
@@ -133,7 +141,8 @@ def flood_fill_labels(data: PathfinderData) -> torch.Tensor:
 
 
 def show_pathfinder_images(data: PathfinderData, per_class: int, title_size: int = 9):
-    """Grid of images: first row connected, second row not connected; ink is black. Returns the figure."""
+    """Grid of images: first row connected, second row not connected; ink is black.
+    Returns the figure."""
     data = _check_data(data)
     fig, axes = new_figure(per_class, 2, width=1.45, height=1.6, squeeze=False)
     for row, label in enumerate((1, 0)):
@@ -158,8 +167,8 @@ def show_pathfinder_images(data: PathfinderData, per_class: int, title_size: int
 def marker_path_masks(
     data: PathfinderData, i: int, marker: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-major masks (R*R,) of image i: all ink, and the ink of the path carrying ``marker``
-    (its piece of ``_components``) without that marker's 3x3 square."""
+    """Row-major masks (R*R,) of image i: all ink, and the ink of the path carrying
+    ``marker`` (its piece of ``_components``) without that marker's 3x3 square."""
     data = _check_data(data)
     R = data.resolution
     image = data.images[i]

@@ -1,12 +1,15 @@
-"""Recorded runs: JSON files of longer experiments, written by scripts and read by the chapters.
+"""Recorded runs: JSON files of longer experiments, written by scripts and read by the
+chapters.
 
-    path = save_record("imdb_sgd", {"runs": ...}, settings=SETTINGS, wall_seconds=1234.5)
-    record = load_record("imdb_sgd", settings=SETTINGS)   # ValueError if the settings differ
-    record["hardware"], record["wall_seconds"], record["recorded_utc"], record["settings"]
+    path = save_record("imdb_sgd", {"runs": ...}, settings=SETTINGS,
+    wall_seconds=1234.5) record = load_record("imdb_sgd", settings=SETTINGS)   #
+    ValueError if the settings differ record["hardware"], record["wall_seconds"],
+    record["recorded_utc"], record["settings"]
 
-Every record holds its ``settings`` (what was run), the ``hardware`` it ran on (``hardware_info``),
-the wall-clock time and the date. Records live in ``chapters/recorded/`` of the repository
-(``records_dir``), or in the directory named by the environment variable ``GDT_RECORDS_DIR``.
+Every record holds its ``settings`` (what was run), the ``hardware`` it ran on
+(``hardware_info``), the wall-clock time and the date. Records live in
+``chapters/recorded/`` of the repository (``records_dir``), or in the directory named by
+the environment variable ``GDT_RECORDS_DIR``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ RECORDS_ENV = "GDT_RECORDS_DIR"
 
 
 def records_dir() -> Path:
-    """The directory of the recorded runs: ``$GDT_RECORDS_DIR``, else ``<repository>/chapters/recorded``."""
+    """The directory of the recorded runs: ``$GDT_RECORDS_DIR``, else
+    ``<repository>/chapters/recorded``."""
     if os.environ.get(RECORDS_ENV):
         return Path(os.environ[RECORDS_ENV])
     root = repository_root() or Path(__file__).resolve().parent.parent
@@ -46,7 +50,8 @@ def records_dir() -> Path:
 
 
 def record_path(name: str) -> Path:
-    """Path of the record ``name`` (a file name without directories; ``.json`` is appended)."""
+    """Path of the record ``name`` (a file name without directories; ``.json`` is
+    appended)."""
     if (
         not isinstance(name, str)
         or not name
@@ -61,7 +66,8 @@ def record_path(name: str) -> Path:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` reports."""
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform``
+    reports."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -73,7 +79,8 @@ def cpu_name() -> str:
 
 
 def hardware_info(device: torch.device | str | None = None) -> dict[str, Any]:
-    """What a run ran on: platform, CPU, logical CPUs, torch version and threads, device, GPU name."""
+    """What a run ran on: platform, CPU, logical CPUs, torch version and threads,
+    device, GPU name."""
     device = torch.device("cpu" if device is None else device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
@@ -96,7 +103,8 @@ def _plain(value: Any) -> Any:
 def settings_differences(
     recorded: Mapping[str, Any], expected: Mapping[str, Any]
 ) -> list[str]:
-    """Keys whose values differ between two settings dicts (compared as JSON), sorted."""
+    """Keys whose values differ between two settings dicts (compared as JSON),
+    sorted."""
     a, b = _plain(dict(recorded)), _plain(dict(expected))
     return sorted(
         k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>")
@@ -112,10 +120,12 @@ def save_record(
     device: torch.device | str | None = None,
     hardware: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``data`` plus settings, hardware, wall time and UTC date to ``record_path(name)``.
+    """Write ``data`` plus settings, hardware, wall time and UTC date to
+    ``record_path(name)``.
 
-    ``hardware``: as returned by ``hardware_info`` (default: this process's, on ``device``).
-    Returns the path. The keys settings, hardware, wall_seconds and recorded_utc are reserved.
+    ``hardware``: as returned by ``hardware_info`` (default: this process's, on
+    ``device``). Returns the path. The keys settings, hardware, wall_seconds and
+    recorded_utc are reserved.
     """
     reserved = {"settings", "hardware", "wall_seconds", "recorded_utc"} & set(data)
     if reserved:
@@ -146,10 +156,11 @@ def save_record(
 
 
 def load_record(name: str, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read the record ``name``; with ``settings``, check that it was made with exactly those.
+    """Read the record ``name``; with ``settings``, check that it was made with
+    exactly those.
 
-    Raises FileNotFoundError (naming the script that writes it, if known) or ValueError listing the
-    settings that differ.
+    Raises FileNotFoundError (naming the script that writes it, if known) or
+    ValueError listing the settings that differ.
     """
     path = record_path(name)
     if not path.exists():
@@ -169,11 +180,12 @@ def load_record(name: str, settings: Mapping[str, Any] | None = None) -> dict[st
 def run_curves(record: Mapping[str, Any], kernels, keys=("test_acc", "test_loss")):
     """Check a record of per-seed runs and return its curves as arrays.
 
-    record: {"settings": {steps, eval_every, seeds}, "eval_steps": [...], "runs": {kernel: [{"seed",
-    "status", "test_acc", "test_loss", ...}, ...]}}. Checks: evaluations at step 0, every
-    eval_every steps and at the end; one run per seed in order; every run completed
-    ("max_steps") with finite curves of that length. Returns (steps (T,), then for each key
-    {kernel: (seeds, T)}). Raises ValueError naming what does not match.
+    record: {"settings": {steps, eval_every, seeds}, "eval_steps": [...], "runs":
+    {kernel: [{"seed", "status", "test_acc", "test_loss", ...}, ...]}}. Checks:
+    evaluations at step 0, every eval_every steps and at the end; one run per seed
+    in order; every run completed ("max_steps") with finite curves of that length.
+    Returns (steps (T,), then for each key {kernel: (seeds, T)}). Raises ValueError
+    naming what does not match.
     """
     import numpy as np
 

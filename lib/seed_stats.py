@@ -1,13 +1,15 @@
-"""Statistics over independent runs (seeds): means with t intervals, paired differences, thresholds.
+"""Statistics over independent runs (seeds): means with t intervals, paired differences,
+thresholds.
 
-    mean, lo, hi = mean_interval(acc)             # acc: (seeds, evals) -> three (evals,) arrays
-    diff = paired_difference(acc_g, acc_s)         # Gaussian - Softmax, paired by seed
-    diff.mean, diff.lo, diff.hi, diff.per_seed     # 95% t interval of the mean difference
-    steps_to_reach(steps, acc, 0.80)               # (seeds,) first step at or above 0.80 (nan: never)
+    mean, lo, hi = mean_interval(acc)             # acc: (seeds, evals) -> three
+    (evals,) arrays diff = paired_difference(acc_g, acc_s)         # Gaussian -
+    Softmax, paired by seed diff.mean, diff.lo, diff.hi, diff.per_seed     # 95% t
+    interval of the mean difference steps_to_reach(steps, acc, 0.80)               #
+    (seeds,) first step at or above 0.80 (nan: never)
 
-Intervals are Student-t intervals of a mean over seeds: mean +- t_{n-1, (1+c)/2} * s / sqrt(n),
-with s the sample standard deviation; they assume the seeds are independent draws and say nothing
-with a single seed (the interval is then infinite).
+Intervals are Student-t intervals of a mean over seeds: mean +- t_{n-1, (1+c)/2} * s /
+sqrt(n), with s the sample standard deviation; they assume the seeds are independent
+draws and say nothing with a single seed (the interval is then infinite).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _check_confidence(confidence: float) -> float:
 def mean_interval(
     values: object, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, lower, upper) over the first axis (seeds) of values: (n, ...) -> three (...) arrays.
+    """(mean, lower, upper) over the first axis (seeds) of values: (n, ...) -> three
+    (...) arrays.
 
     Student-t interval of the mean; with n = 1 the bounds are -inf and +inf.
     """
@@ -71,7 +74,8 @@ def mean_interval(
 def format_interval(
     values: object, digits: int = 3, confidence: float = 0.95, sign: bool = False
 ) -> str:
-    """ "mean [lower, upper]" of values: (n,) over seeds, t interval; "mean (1 seed)" when n = 1."""
+    """ "mean [lower, upper]" of values: (n,) over seeds, t interval; "mean (1
+    seed)" when n = 1."""
     mean, lo, hi = (
         float(v)
         for v in mean_interval(np.asarray(values, dtype=float).reshape(-1), confidence)
@@ -84,7 +88,8 @@ def format_interval(
 
 @dataclass
 class PairedDifference:
-    """Differences a - b paired by seed: per_seed (n, ...), their mean and its t interval."""
+    """Differences a - b paired by seed: per_seed (n, ...), their mean and its t
+    interval."""
 
     per_seed: np.ndarray
     mean: np.ndarray
@@ -104,7 +109,8 @@ class PairedDifference:
 def paired_difference(
     a: object, b: object, confidence: float = 0.95
 ) -> PairedDifference:
-    """a - b paired by seed (row i of a and of b come from the same seed). a, b: (n, ...)."""
+    """a - b paired by seed (row i of a and of b come from the same seed). a, b: (n,
+    ...)."""
     a, b = _runs(a, "a"), _runs(b, "b")
     if a.shape != b.shape:
         raise ValueError(
@@ -117,7 +123,8 @@ def paired_difference(
 
 
 def steps_to_reach(steps: object, curves: object, threshold: float) -> np.ndarray:
-    """First step at which each curve is >= threshold. steps: (T,), curves: (n, T) -> (n,), nan = never."""
+    """First step at which each curve is >= threshold. steps: (T,), curves: (n, T)
+    -> (n,), nan = never."""
     s = np.asarray(steps, dtype=float)
     c = _runs(curves, "curves")
     if c.ndim != 2 or s.shape != (c.shape[1],):
@@ -132,8 +139,8 @@ def steps_to_reach(steps: object, curves: object, threshold: float) -> np.ndarra
 def verdict(
     d: PairedDifference, names: tuple[str, str] = ("Gaussian", "Softmax")
 ) -> str:
-    """ "<a> better" or "<b> better" when the interval of the mean difference a - b excludes 0
-    (for a scalar difference), else "no detectable difference"."""
+    """ "<a> better" or "<b> better" when the interval of the mean difference a - b
+    excludes 0 (for a scalar difference), else "no detectable difference"."""
     if not bool(d.excludes_zero()):
         return "no detectable difference"
     return f"{names[0] if float(d.mean) > 0 else names[1]} better"
@@ -147,14 +154,16 @@ def compare_kernels(
     kernels: tuple[str, str] = ("gaussian", "softmax"),
     confidence: float = 0.95,
 ):
-    """Paired comparison of two kernels on four quantities; positive differences favour kernels[0].
+    """Paired comparison of two kernels on four quantities; positive differences
+    favour kernels[0].
 
-    acc, loss: {kernel: (n, T)} test curves of n seeds (column 0 = step 0); final_acc, final_loss:
-    {kernel: (n,)} end values (default: the last column of the curves, e.g. pass a full-test-set
-    evaluation instead). Quantities: final accuracy and loss, and accuracy and loss averaged over
-    the evaluations after step 0. Returns (``lib.tables.Table``, {quantity: ``PairedDifference``},
-    {quantity: verdict}); the verdict names a kernel when the t interval of the mean paired
-    difference excludes 0.
+    acc, loss: {kernel: (n, T)} test curves of n seeds (column 0 = step 0);
+    final_acc, final_loss: {kernel: (n,)} end values (default: the last column of
+    the curves, e.g. pass a full-test-set evaluation instead). Quantities: final
+    accuracy and loss, and accuracy and loss averaged over the evaluations after
+    step 0. Returns (``lib.tables.Table``, {quantity: ``PairedDifference``},
+    {quantity: verdict}); the verdict names a kernel when the t interval of the mean
+    paired difference excludes 0.
     """
     from .tables import Table
 
@@ -193,13 +202,16 @@ def compare_kernels(
 
 
 def chance_summary(acc: dict, loss: dict, num_test: int) -> dict:
-    """Where two-class test curves stand relative to guessing. acc, loss: {kernel: (n, T)}.
+    """Where two-class test curves stand relative to guessing. acc, loss: {kernel:
+    (n, T)}.
 
-    Returns margin = 2 sqrt(0.25 / num_test) (two binomial standard errors at accuracy 1/2);
-    final_at_chance: every final accuracy within 1/2 +- margin; lowest_loss_minus_ln2: the lowest
-    test loss of any run minus ln 2 (the loss of outputting 1/2); outside / evaluations: the
-    evaluations after step 0 with an accuracy outside the band, and their number (a label-blind
-    classifier lands outside at about 4.6% of them).
+    Returns margin = 2 sqrt(0.25 / num_test) (two binomial standard errors at
+    accuracy 1/2);
+    final_at_chance: every final accuracy within 1/2 +- margin;
+    lowest_loss_minus_ln2: the lowest test loss of any run minus ln 2 (the loss of
+    outputting 1/2); outside / evaluations: the evaluations after step 0 with an
+    accuracy outside the band, and their number (a label-blind classifier lands
+    outside at about 4.6% of them).
     """
     if isinstance(num_test, bool) or not isinstance(num_test, int) or num_test < 1:
         raise ValueError(f"num_test must be a positive integer, got {num_test!r}")

@@ -1,10 +1,13 @@
 """Run-time settings read from the environment.
 
-* ``BOOK_FULL`` ("1", "true" or "yes", any case): chapters run their full-size experiments
+* ``BOOK_FULL`` ("1", "true" or "yes", any case): chapters run their full-size
+experiments
   (``full_mode()``); otherwise the reduced sizes that keep the book's build fast.
 * ``GDT_CACHE=off`` disables the result cache of ``lib.cache`` (``cache_enabled()``).
-* ``GDT_CACHE_DIR``: where the cache lives (``cache_dir()``); default ``<repository>/.cache/results``
-  when ``lib`` is used from a checkout of the book (a ``pyproject.toml`` next to ``lib/``), else
+* ``GDT_CACHE_DIR``: where the cache lives (``cache_dir()``); default
+``<repository>/.cache/results``
+  when ``lib`` is used from a checkout of the book (a ``pyproject.toml`` next to
+  ``lib/``), else
   ``~/.cache/gdt-book``.
 
 The variables are read at every call, so a notebook can change them with ``os.environ``.
@@ -20,7 +23,8 @@ _TRUE = {"1", "true", "yes"}
 
 
 def full_mode() -> bool:
-    """True when ``BOOK_FULL`` is "1", "true" or "yes" (case-insensitive, surrounding spaces ignored)."""
+    """True when ``BOOK_FULL`` is "1", "true" or "yes" (case-insensitive,
+    surrounding spaces ignored)."""
     return os.environ.get("BOOK_FULL", "").strip().lower() in _TRUE
 
 
@@ -30,15 +34,17 @@ def cache_enabled() -> bool:
 
 
 def repository_root() -> Path | None:
-    """The book's checkout that contains this ``lib`` (the directory with ``pyproject.toml`` next to
+    """The book's checkout that contains this ``lib`` (the directory with
+    ``pyproject.toml`` next to
     ``lib/``), or None when ``lib`` is installed elsewhere."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").is_file() else None
 
 
 def cache_dir() -> Path:
-    """The directory of cached results: ``GDT_CACHE_DIR``, else ``<repository>/.cache/results`` in a
-    checkout, else ``~/.cache/gdt-book``. Not created here (``lib.cache`` creates it on first write)."""
+    """The directory of cached results: ``GDT_CACHE_DIR``, else
+    ``<repository>/.cache/results`` in a checkout, else ``~/.cache/gdt-book``. Not
+    created here (``lib.cache`` creates it on first write)."""
     configured = os.environ.get("GDT_CACHE_DIR", "").strip()
     if configured:
         return Path(configured).expanduser()

@@ -1,9 +1,12 @@
-"""Small tables for the chapters: HTML in the book and in Jupyter, aligned text elsewhere.
+"""Small tables for the chapters: HTML in the book and in Jupyter, aligned text
+elsewhere.
 
-    display(Table(["kernel", "accuracy"], [["Softmax", "0.851"], ["Gaussian", "0.847"]]))
-    Table(header, rows).markdown()        # the same table as Markdown source
+    display(Table(["kernel", "accuracy"], [["Softmax", "0.851"], ["Gaussian",
+    "0.847"]])) Table(header, rows).markdown()        # the same table as Markdown
+    source
 
-Cells are shown with ``str``; in HTML they are escaped, so a cell is never read as markup.
+Cells are shown with ``str``; in HTML they are escaped, so a cell is never read as
+markup.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def fmt_cell(value: Any) -> str:
 
 
 class Table:
-    """A table with a header row. header: (C,) labels; rows: (R, C) cells of any type."""
+    """A table with a header row. header: (C,) labels; rows: (R, C) cells of any
+    type."""
 
     def __init__(self, header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> None:
         if isinstance(header, str) or not len(header):

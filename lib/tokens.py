@@ -20,8 +20,10 @@ def make_tokens(geometry: str = "two clusters", separation: float = 3.0, n: int 
                 seed: int = 0) -> torch.Tensor:
     """n tokens in the plane, (n, 2) float64, in a fixed, seeded arrangement.
 
-    "two clusters" / "three clusters": tokens split evenly (in order) between cluster centres
-    ``separation`` apart, with noise of standard deviation 0.4; "ring": a circle of diameter
+    "two clusters" / "three clusters": tokens split evenly (in order) between
+    cluster centres
+    ``separation`` apart, with noise of standard deviation 0.4; "ring": a circle of
+    diameter
     ``separation``; "random": standard normal points scaled by ``separation / 2``.
     """
     check_choice(geometry, "geometry", GEOMETRIES)
@@ -34,7 +36,8 @@ def make_tokens(geometry: str = "two clusters", separation: float = 3.0, n: int 
     if geometry in ("two clusters", "three clusters"):
         m = 2 if geometry == "two clusters" else 3
         angles = torch.arange(m, dtype=torch.float64) * 2 * math.pi / m
-        radius = separation / (2 * math.sin(math.pi / m))  # neighbouring centres this far apart
+        radius = separation / (2 * math.sin(math.pi / m)
+                               )  # neighbouring centres this far apart
         centres = radius * torch.stack([angles.cos(), angles.sin()], 1)
         return centres[torch.arange(n) * m // n] + 0.4 * noise
     if geometry == "ring":

@@ -1,47 +1,76 @@
-"""Full-batch gradient descent on any subset of the weights, with a step-by-step history.
+"""Full-batch gradient descent on any subset of the weights, with a step-by-step
+history.
 
     history = train(model, X, Y, steps=500, lr=0.5, trainable=("W_V",))
     history.loss        # f(theta_t) for t = 0, 1, ..., steps run (step 0 included)
     history.grad_norms  # {"W_V": [||grad_W_V f(theta_t)||_F, ...]}
     history.status      # "max_steps", "tolerance", "diverged" or "non_finite"
 
-Training stops early when the loss reaches ``loss_tol``, when the loss or a gradient stops being
-finite, or when the loss exceeds ``divergence_factor`` times its initial value. The last two are
-reported with a ``RuntimeWarning`` (or a ``TrainingError`` with ``on_failure="raise"``), never
-silently. Callbacks add per-step diagnostics (e.g. lambda_B along the trajectory).
+Training stops early when the loss reaches ``loss_tol``, when the loss or a gradient
+stops being finite, or when the loss exceeds ``divergence_factor`` times its initial
+value. The last two are reported with a ``RuntimeWarning`` (or a ``TrainingError`` with
+``on_failure="raise"``), never silently. Callbacks add per-step diagnostics (e.g.
+lambda_B along the trajectory).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .model import squared_loss
-from .validation import check_choice, check_positive_float, check_tensor
+from .training import (
+    FAILED,
+    CallbackRecorder,
+    StoppingRules,
+    TrainingError,
+    non_finite_message,
+    progress_bar,
+    report_failure,
+    resolve_config,
+    trainable_only,
+)
+from .validation import (
+    check_choice,
+    check_int,
+    check_names,
+    check_number,
+    check_positive_float,
+    check_tensor,
+)
 
-__all__ = ["GDConfig", "History", "StepState", "TrainingError", "train", "check_trainable", "report_failure", "progress_bar"]
-
-
-class TrainingError(RuntimeError):
-    """Raised when training diverges or produces non-finite values (with ``on_failure="raise"``)."""
+__all__ = [
+    "GDConfig",
+    "History",
+    "StepState",
+    "TrainingError",
+    "train",
+    "check_trainable",
+    "report_failure",
+    "non_finite_message",
+    "progress_bar",
+]
 
 
 @dataclass
 class GDConfig:
     """Settings of full-batch gradient descent.
 
-    steps: number of GD updates (the history has steps + 1 losses when none stops it early).
+    steps: number of GD updates (the history has steps + 1 losses when none stops it
+    early).
     lr: step size eta > 0.
     trainable: names of the weight matrices that move; the others stay frozen.
     loss_tol: stop as soon as the loss is <= loss_tol (0 disables it).
     divergence_factor: stop when the loss exceeds this multiple of the initial loss.
-    on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise" (TrainingError).
-    callback_every: call the callbacks every this many steps (and at the step where training stops).
+    on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise"
+    (TrainingError).
+    callback_every: call the callbacks every this many steps (and at the step where
+    training stops).
     progress: show a tqdm progress bar.
     """
 
@@ -55,25 +84,25 @@ class GDConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        self.steps = check_int(self.steps, "steps", minimum=0)
         self.lr = check_positive_float(self.lr, "lr (the step size)")
         if isinstance(self.trainable, str):
             self.trainable = (self.trainable,)
         self.trainable = tuple(self.trainable)
         if not self.trainable:
             raise ValueError("trainable must name at least one weight matrix")
-        if isinstance(self.loss_tol, bool) or not isinstance(self.loss_tol, (int, float)) or not self.loss_tol >= 0:
-            raise ValueError(f"loss_tol must be a number >= 0, got {self.loss_tol!r}")
-        self.divergence_factor = check_positive_float(self.divergence_factor, "divergence_factor")
+        self.loss_tol = check_number(self.loss_tol, "loss_tol", 0.0)
+        self.divergence_factor = check_positive_float(self.divergence_factor,
+                                                      "divergence_factor")
         check_choice(self.on_failure, "on_failure", ["warn", "raise"])
-        if isinstance(self.callback_every, bool) or not isinstance(self.callback_every, int) or self.callback_every < 1:
-            raise ValueError(f"callback_every must be a positive integer, got {self.callback_every!r}")
+        self.callback_every = check_int(self.callback_every, "callback_every",
+                                        minimum=1)
 
 
 @dataclass
 class StepState:
-    """What a callback sees: the step index, the model at theta_t, f(theta_t) and its gradients."""
+    """What a callback sees: the step index, the model at theta_t, f(theta_t) and
+    its gradients."""
 
     step: int
     model: nn.Module
@@ -86,7 +115,8 @@ Callback = Callable[[StepState], "Mapping[str, float] | None"]
 
 @dataclass
 class History:
-    """Record of one run. ``loss[t]`` = f(theta_t); ``grad_norms[name][t]`` = ||grad_name f(theta_t)||_F."""
+    """Record of one run. ``loss[t]`` = f(theta_t); ``grad_norms[name][t]`` =
+    ||grad_name f(theta_t)||_F."""
 
     loss: list[float] = field(default_factory=list)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
@@ -108,7 +138,7 @@ class History:
     @property
     def failed(self) -> bool:
         """True when training diverged or produced non-finite values."""
-        return self.status in ("diverged", "non_finite")
+        return self.status in FAILED
 
     def contraction_factors(self, f_star: float = 0.0) -> list[float]:
         """Per-step ratios (f(theta_{t+1}) - f*) / (f(theta_t) - f*)."""
@@ -117,23 +147,10 @@ class History:
 
 
 def check_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Parameter]:
-    """The parameters named in ``trainable``; an unknown name raises ``ValueError`` listing the valid ones."""
+    """The parameters named in ``trainable``; an unknown or repeated name raises
+    ``ValueError``."""
     named = dict(model.named_parameters())
-    params = []
-    for name in trainable:
-        if name not in named:
-            raise ValueError(f"unknown name {name!r} in trainable; valid: {', '.join(named)}")
-        params.append(named[name])
-    return params
-
-
-def progress_bar(iterable: Iterable[int], enabled: bool, total: int, desc: str = "GD"):
-    """Wrap ``iterable`` in a tqdm.auto progress bar when ``enabled``."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    return [named[name] for name in check_names(model, tuple(trainable), "trainable")]
 
 
 def train(
@@ -149,81 +166,50 @@ def train(
     """Run full-batch GD on ``model`` for the data X: (N, n, D), Y: (N, n, d_out).
 
     Settings come from ``config`` (a ``GDConfig``) with keyword ``overrides``, e.g.
-    ``train(model, X, Y, steps=200, lr=0.5, trainable=("W_V",))``. Frozen weights are not changed.
-    Returns a ``History``.
+    ``train(model, X, Y, steps=200, lr=0.5, trainable=("W_V",))``. Frozen weights
+    are not changed. Returns a ``History``.
     """
-    if config is None:
-        config = GDConfig(**overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
-    check_tensor(X, "X", ndim=3)
-    check_tensor(Y, "Y", ndim=3)
+    config = resolve_config(config, overrides, GDConfig)
+    check_tensor(X, "X", ndim=3, nonempty=True)
+    check_tensor(Y, "Y", ndim=3, nonempty=True)
     if X.shape[0] != Y.shape[0] or X.shape[1] != Y.shape[1]:
         raise ValueError(
-            f"X (N, n, D) and Y (N, n, d_out) must agree in N and n, got {tuple(X.shape)} and {tuple(Y.shape)}"
+            "X (N, n, D) and Y (N, n, d_out) must agree in N and n, got"
+            f" {tuple(X.shape)} and {tuple(Y.shape)}"
         )
-    params = check_trainable(model, config.trainable)
-    names = list(config.trainable)
+    names = list(check_names(model, config.trainable, "trainable"))
     history = History(grad_norms={name: [] for name in names}, config=config)
-    previous_flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in names)
-    initial_loss = None
-    try:
-        for step in progress_bar(range(config.steps + 1), config.progress, config.steps + 1):
+    rules = StoppingRules(config, [config.lr])  # the single model is the case M = 1
+    recorder = CallbackRecorder(1)
+    with trainable_only(model, names) as params:
+        for step in progress_bar(range(config.steps + 1), config.progress,
+                                 config.steps + 1):
             loss = loss_fn(model(X), Y)
             grads = torch.autograd.grad(loss, params)
             value = float(loss.detach())
             history.loss.append(value)
-            finite = math.isfinite(value) and all(bool(torch.isfinite(g).all()) for g in grads)
             for name, g in zip(names, grads):
                 history.grad_norms[name].append(float(torch.linalg.vector_norm(g)))
-            if initial_loss is None:
-                initial_loss = value
-            diverged = finite and value > config.divergence_factor * max(initial_loss, 1e-300)
-            last = step == config.steps or (finite and (diverged or value <= config.loss_tol))
-            if callbacks and finite and (step % config.callback_every == 0 or last):
+            grads_finite = all(bool(torch.isfinite(g).all()) for g in grads)
+            values = np.array([value])
+            decision = rules.decide(step, values, np.array([grads_finite]))
+            stops = any(bool(mask[0]) for mask in decision.values())
+            if callbacks and math.isfinite(value) and grads_finite and (
+                    step % config.callback_every == 0 or stops):
                 state = StepState(step, model, value, dict(zip(names, grads)))
-                history.diagnostic_steps.append(step)
-                for callback in callbacks:
-                    for key, item in (callback(state) or {}).items():
-                        history.diagnostics.setdefault(key, []).append(float(item))
-            if not finite:
-                bad = [n for n, g in zip(names, grads) if not bool(torch.isfinite(g).all())]
-                what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient of {', '.join(bad)} is not finite"
-                report_failure(history, config, "non_finite", f"training stopped at step {step}: {what} (lr={config.lr})")
-                break
-            if diverged:
-                report_failure(
-                    history,
-                    config,
-                    "diverged",
-                    f"training diverged at step {step}: loss {value:.3e} > {config.divergence_factor:g} x initial "
-                    f"loss {initial_loss:.3e} (lr={config.lr}; try a smaller step size)",
-                )
-                break
-            if value <= config.loss_tol:
-                history.status = "tolerance"
-                history.message = f"loss {value:.3e} <= loss_tol {config.loss_tol:g} at step {step}"
-                break
-            if step == config.steps:
-                history.status = "max_steps"
-                history.message = f"ran all {config.steps} steps"
+                recorder.record(step, state, callbacks, np.array([True]))
+            if stops:
+                rules.apply(
+                    step, values, decision, lambda m: [
+                        n for n, g in zip(names, grads)
+                        if not bool(torch.isfinite(g).all())
+                    ])
+                history.status, history.message = rules.status[0], rules.messages[0]
+                if history.failed:
+                    warnings.warn(history.message, RuntimeWarning, stacklevel=2)
                 break
             with torch.no_grad():
                 for p, g in zip(params, grads):
                     p.sub_(config.lr * g)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(previous_flags[name])
+    history.diagnostic_steps, history.diagnostics = recorder.of_model(0)
     return history
-
-
-def report_failure(history, config, status: str, message: str) -> None:
-    """Record a failed run on ``history`` (its ``status`` and ``message``) and report it: a
-    ``RuntimeWarning``, or a ``TrainingError`` when ``config.on_failure == "raise"``."""
-    history.status = status
-    history.message = message
-    if config.on_failure == "raise":
-        raise TrainingError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -1,18 +1,23 @@
-"""Record the IMDb comparison of chapter 07: Softmax vs Gaussian attention, several seeds, SGD.
+"""Record the IMDb comparison of chapter 07: Softmax vs Gaussian attention, several
+seeds, SGD.
 
     nice -n 10 python scripts/record_imdb.py            # all jobs, 2 worker processes
-    python scripts/record_imdb.py --workers 1 --quick   # a tiny smoke test (not recorded)
+    python scripts/record_imdb.py --workers 1 --quick   # a tiny smoke test (not
+    recorded)
 
-One command, resumable: every job (kernel, learning rate, seed) is an independent process with one
-torch thread (joblib's process pool); a finished job writes ``_build/records/imdb_sgd/<job>.json``
-and is skipped when the command runs again. When every job is done, the record
-``chapters/recorded/imdb_sgd.json`` (``lib.records``) holds the settings, the hardware, the wall
-time and, per job, the test curves (a fixed class-balanced subset of the test set every
-``eval_every`` steps), the final loss and accuracy on the **whole** 25,000-review test set, the
-mini-batch training loss (means over blocks of ``loss_block`` steps) and the seconds spent training
-and evaluating. Jobs run in order: the main comparison (both kernels, every seed, the same
-learning rate) first, then the learning-rate sweep. ``--collect`` writes the record from the jobs
-finished so far (all of the main comparison, and whatever part of the sweep is done).
+One command, resumable: every job (kernel, learning rate, seed) is an independent
+process with one torch thread (joblib's process pool); a finished job writes
+``_build/records/imdb_sgd/<job>.json`` and is skipped when the command runs again. When
+every job is done, the record
+``chapters/recorded/imdb_sgd.json`` (``lib.records``) holds the settings, the hardware,
+the wall time and, per job, the test curves (a fixed class-balanced subset of the test
+set every
+``eval_every`` steps), the final loss and accuracy on the **whole** 25,000-review test
+set, the mini-batch training loss (means over blocks of ``loss_block`` steps) and the
+seconds spent training and evaluating. Jobs run in order: the main comparison (both
+kernels, every seed, the same learning rate) first, then the learning-rate sweep.
+``--collect`` writes the record from the jobs finished so far (all of the main
+comparison, and whatever part of the sweep is done).
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ QUICK = dict(
 
 
 def jobs(settings: dict) -> list[dict]:
-    """The main comparison (every kernel and seed at ``lr``), then the learning-rate sweep."""
+    """The main comparison (every kernel and seed at ``lr``), then the learning-rate
+    sweep."""
     main = [
         dict(kernel=k, lr=settings["lr"], seed=s)
         for s in settings["seeds"]
@@ -297,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             "complete": len(todo) == len(jobs(settings)),
         },
         settings=settings,
-        # From the tokenisation of the first session to the last job written (an interrupted
-        # session logs no time of its own).
+        # From the tokenisation of the first session to the last job written (an
+        # interrupted session logs no time of its own).
         wall_seconds=max(p.stat().st_mtime for p in work.glob("*_seed*.json"))
         - data_path.stat().st_mtime,
         hardware=hw,

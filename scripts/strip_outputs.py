@@ -3,8 +3,9 @@
 
 Usage: python scripts/strip_outputs.py chapters/*.ipynb      (or: make strip)
 
-Stored notebooks carry no outputs (tests/test_book_structure.py checks it): nbval then has
-nothing stale to compare, and diffs stay readable. Exit status 0; prints what changed.
+Stored notebooks carry no outputs (tests/test_book_structure.py checks it): nbval then
+has nothing stale to compare, and diffs stay readable. Exit status 0; prints what
+changed.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Helpers shared by the root ``conftest.py``, ``scripts/`` and the book-structure tests.
+"""Helpers shared by the root ``conftest.py``, ``scripts/`` and the book-structure
+tests.
 
 * ``_toc.yml`` parsing: :func:`toc_entries`, :func:`toc_files`, :func:`toc_notebooks`.
-* Turning the outputs nbval captured into an executed notebook: :func:`executed_notebook`.
+* Turning the outputs nbval captured into an executed notebook:
+:func:`executed_notebook`.
 
 Only the standard library, PyYAML and nbformat are imported here (all installed with
 jupyter-book), so importing this module is cheap.
@@ -17,7 +19,8 @@ import yaml
 
 #: Suffixes a ``file:`` entry of ``_toc.yml`` may resolve to, in order of preference.
 TOC_SUFFIXES = (".ipynb", ".md")
-#: Where ``conftest.py`` writes the notebooks nbval executed (relative to the book root).
+# : Where ``conftest.py`` writes the notebooks nbval executed (relative to the book
+# root).
 EXECUTED_DIR = Path("_build") / "executed"
 #: Output mime type of ipywidgets views; they need widget state nbval cannot capture.
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -25,7 +28,8 @@ WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 
 # --------------------------------------------------------------------------- _toc.yml
 def load_toc(root: Path | str) -> dict:
-    """Parse ``<root>/_toc.yml``; raise ``FileNotFoundError``/``ValueError`` if absent or malformed."""
+    """Parse ``<root>/_toc.yml``; raise ``FileNotFoundError``/``ValueError`` if
+    absent or malformed."""
     path = Path(root) / "_toc.yml"
     with open(path, encoding="utf-8") as f:
         toc = yaml.safe_load(f)
@@ -45,7 +49,8 @@ def _strip_suffix(docname: str) -> str:
 
 
 def _walk(node, root: Path, out: list[str]) -> None:
-    """Depth-first walk over ``chapters:``/``parts:``/``sections:`` collecting ``file:``/``glob:``."""
+    """Depth-first walk over ``chapters:``/``parts:``/``sections:`` collecting
+    ``file:``/``glob:``."""
     if isinstance(node, list):
         for child in node:
             _walk(child, root, out)
@@ -66,7 +71,8 @@ def _walk(node, root: Path, out: list[str]) -> None:
 
 
 def toc_entries(root: Path | str) -> list[str]:
-    """Docnames listed in ``_toc.yml`` (root first, then in toc order), without suffix."""
+    """Docnames listed in ``_toc.yml`` (root first, then in toc order), without
+    suffix."""
     root = Path(root)
     toc = load_toc(root)
     out = [_strip_suffix(str(toc["root"]))]
@@ -77,7 +83,8 @@ def toc_entries(root: Path | str) -> list[str]:
 
 
 def resolve_entry(root: Path | str, docname: str) -> Optional[Path]:
-    """The existing file for a toc docname (``.ipynb`` preferred over ``.md``), or ``None``."""
+    """The existing file for a toc docname (``.ipynb`` preferred over ``.md``), or
+    ``None``."""
     root = Path(root)
     for suffix in TOC_SUFFIXES:
         candidate = root / f"{docname}{suffix}"
@@ -92,7 +99,8 @@ def missing_toc_entries(root: Path | str) -> list[str]:
 
 
 def toc_files(root: Path | str) -> list[Path]:
-    """Existing files listed in ``_toc.yml``, suffix resolved (``.ipynb`` or ``.md``), toc order."""
+    """Existing files listed in ``_toc.yml``, suffix resolved (``.ipynb`` or
+    ``.md``), toc order."""
     files = (resolve_entry(root, d) for d in toc_entries(root))
     return [f for f in files if f is not None]
 
@@ -113,24 +121,32 @@ def _as_text(value) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def normalize_output(output: Mapping, execution_count: Optional[int]) -> Optional[nbformat.NotebookNode]:
+def normalize_output(output: Mapping,
+                     execution_count: Optional[int]) -> Optional[nbformat.NotebookNode]:
     """One captured output made valid nbformat v4 (``None`` to drop it).
 
-    Widget views (ipywidgets, tqdm.auto bars) are dropped: nbval does not record the widget
-    state they need, so the static HTML could not render them, and their text/plain is only
-    the widget's repr. CONTRIBUTING.md asks for a static figure before every widget cell.
-    Outputs an ``interact`` function prints or plots on its first call are kept.
+    Widget views (ipywidgets, tqdm.auto bars) are dropped: nbval does not record the
+    widget state they need, so the static HTML could not render them, and their
+    text/plain is only the widget's repr. CONTRIBUTING.md asks for a static figure
+    before every widget cell. Outputs an ``interact`` function prints or plots on
+    its first call are kept.
     """
     out = dict(output)
     kind = out.get("output_type")
     if kind == "stream":
-        new = {"output_type": "stream", "name": out.get("name", "stdout"), "text": _as_text(out.get("text", ""))}
+        new = {
+            "output_type": "stream",
+            "name": out.get("name", "stdout"),
+            "text": _as_text(out.get("text", ""))
+        }
         if new["name"] not in ("stdout", "stderr"):
             new["name"] = "stdout"
     elif kind in ("display_data", "execute_result", "update_display_data"):
         data = dict(out.get("data") or {})
         if not data or WIDGET_VIEW_MIMETYPE in data:
-            return None  # its text/plain is only the widget's repr (or a stale progress bar)
+            # its text/plain is only the widget's repr (or a stale
+            # progress bar)
+            return None
         new = {"output_type": "display_data" if kind != "execute_result" else kind,
                "data": data, "metadata": dict(out.get("metadata") or {})}
         if kind == "execute_result":
@@ -151,10 +167,12 @@ def executed_notebook(
 ) -> nbformat.NotebookNode:
     """A copy of ``nb`` with the outputs nbval captured filled in.
 
-    ``outputs_by_cell`` maps nbval's cell number (index among *code* cells) to the list of
-    outputs of that cell, or ``None`` if it did not run (skipped, never reached). Code cells
-    that ran get consecutive ``execution_count`` values; the others get ``None`` and ``[]``.
-    ``metadata`` is stored under ``nb.metadata["gdt_execution"]``. The result is validated.
+    ``outputs_by_cell`` maps nbval's cell number (index among *code* cells) to the
+    list of outputs of that cell, or ``None`` if it did not run (skipped, never
+    reached). Code cells that ran get consecutive ``execution_count`` values; the
+    others get ``None`` and ``[]``.
+    ``metadata`` is stored under ``nb.metadata["gdt_execution"]``. The result is
+    validated.
     """
     nb = copy.deepcopy(nb)
     count = 0
@@ -173,12 +191,20 @@ def executed_notebook(
         cell.execution_count = count
         normalized = (normalize_output(o, count) for o in outs)
         cell.outputs = [o for o in normalized if o is not None]
-    nb.metadata.setdefault("language_info", {
-        "name": "python", "pygments_lexer": "ipython3", "file_extension": ".py",
-        "mimetype": "text/x-python", "codemirror_mode": {"name": "ipython", "version": 3},
-        "nbconvert_exporter": "python",
-    })
-    nb.metadata.pop("widgets", None)  # stale widget state would not match the new outputs
+    nb.metadata.setdefault(
+        "language_info", {
+            "name": "python",
+            "pygments_lexer": "ipython3",
+            "file_extension": ".py",
+            "mimetype": "text/x-python",
+            "codemirror_mode": {
+                "name": "ipython",
+                "version": 3
+            },
+            "nbconvert_exporter": "python",
+        })
+    nb.metadata.pop("widgets",
+                    None)  # stale widget state would not match the new outputs
     if metadata is not None:
         nb.metadata["gdt_execution"] = dict(metadata)
     nbformat.validate(nb)
@@ -195,5 +221,6 @@ def write_notebook(nb: nbformat.NotebookNode, path: Path | str) -> None:
 
 
 def cell_sources(nb: nbformat.NotebookNode) -> list[str]:
-    """Type and source of every cell; equal lists mean the executed copy is not stale."""
+    """Type and source of every cell; equal lists mean the executed copy is not
+    stale."""
     return [f"{c.cell_type}\n{c.source}" for c in nb.cells]

@@ -1,8 +1,10 @@
-"""Plain reference implementations of the book's formulas, written independently of ``lib``.
+"""Plain reference implementations of the book's formulas, written independently of
+``lib``.
 
-Everything here loops over samples, heads and token pairs and spells the formulas out (explicit
-exp / sum for the Softmax, explicit ||q_k - k_j||^2 for the Gaussian), so that the vectorised
-library code can be compared against the definitions. Only tiny sizes are meant to go through it.
+Everything here loops over samples, heads and token pairs and spells the formulas out
+(explicit exp / sum for the Softmax, explicit ||q_k - k_j||^2 for the Gaussian), so that
+the vectorised library code can be compared against the definitions. Only tiny sizes are
+meant to go through it.
 
 Also shared helpers for the unit tests (plain functions, no fixtures).
 """
@@ -18,20 +20,27 @@ DEVICE = torch.device("cpu")
 F64 = torch.float64
 
 
-def randn(*shape: int, seed: int = 0, scale: float = 1.0, dtype: torch.dtype = F64) -> torch.Tensor:
+def randn(*shape: int, seed: int = 0, scale: float = 1.0,
+          dtype: torch.dtype = F64) -> torch.Tensor:
     """A seeded standard normal tensor on the test device."""
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype=dtype, device=DEVICE)
+    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(
+        dtype=dtype, device=DEVICE)
 
 
 # ------------------------------------------------------------------------- kernels
 def ref_softmax_kernel(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Q, K: (n, d) -> S (n, n), S_kj = exp(q_k.k_j/sqrt d) / sum_l exp(q_k.k_l/sqrt d)."""
+    """Q, K: (n, d) -> S (n, n), S_kj = exp(q_k.k_j/sqrt d) / sum_l exp(q_k.k_l/sqrt
+    d)."""
     n, d = Q.shape
     S = torch.zeros(n, n, dtype=F64)
     for k in range(n):
-        scores = [float(sum(Q[k, a] * K[j, a] for a in range(d))) / math.sqrt(d) for j in range(n)]
-        top = max(scores)  # subtracting the row maximum changes nothing but avoids overflow
+        scores = [
+            float(sum(Q[k, a] * K[j, a] for a in range(d))) / math.sqrt(d)
+            for j in range(n)
+        ]
+        top = max(
+            scores)  # subtracting the row maximum changes nothing but avoids overflow
         numerators = [math.exp(s - top) for s in scores]
         total = sum(numerators)
         for j in range(n):
@@ -40,7 +49,8 @@ def ref_softmax_kernel(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 
 def ref_sq_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Q, K: (n, d) -> (n, n) with entries sum_a (q_k[a] - k_j[a])^2, one pair at a time."""
+    """Q, K: (n, d) -> (n, n) with entries sum_a (q_k[a] - k_j[a])^2, one pair at a
+    time."""
     n, d = Q.shape
     out = torch.zeros(n, n, dtype=F64)
     for k in range(n):
@@ -49,10 +59,10 @@ def ref_sq_distances(Q: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ref_gaussian_kernel(
-    Q: torch.Tensor, K: torch.Tensor, gamma: float | None = None, normalize: bool = False
-) -> torch.Tensor:
-    """Q, K: (n, d) -> S (n, n), S_kj = exp(-gamma ||q_k - k_j||^2), gamma = 1/(2 sqrt d) by default."""
+def ref_gaussian_kernel(Q: torch.Tensor, K: torch.Tensor, gamma: float | None = None,
+                        normalize: bool = False) -> torch.Tensor:
+    """Q, K: (n, d) -> S (n, n), S_kj = exp(-gamma ||q_k - k_j||^2), gamma = 1/(2
+    sqrt d) by default."""
     n, d = Q.shape
     g = 1.0 / (2.0 * math.sqrt(d)) if gamma is None else gamma
     dist = ref_sq_distances(Q, K)
@@ -67,7 +77,8 @@ def ref_gaussian_kernel(
     return S
 
 
-def ref_kernel(name: str, Q: torch.Tensor, K: torch.Tensor, gamma: float | None = None) -> torch.Tensor:
+def ref_kernel(name: str, Q: torch.Tensor, K: torch.Tensor,
+               gamma: float | None = None) -> torch.Tensor:
     if name == "softmax":
         return ref_softmax_kernel(Q, K)
     if name == "gaussian":
@@ -80,10 +91,14 @@ def ref_kernel(name: str, Q: torch.Tensor, K: torch.Tensor, gamma: float | None 
 # -------------------------------------------------------------------------- model
 def weights_of(model) -> dict[str, torch.Tensor]:
     """Detached float64 CPU copies of W_Q, W_K, W_V, W_O."""
-    return {name: getattr(model, name).detach().to(dtype=F64, device="cpu").clone() for name in ("W_Q", "W_K", "W_V", "W_O")}
+    return {
+        name: getattr(model, name).detach().to(dtype=F64, device="cpu").clone()
+        for name in ("W_Q", "W_K", "W_V", "W_O")
+    }
 
 
-def ref_attention(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = None) -> torch.Tensor:
+def ref_attention(X: torch.Tensor, W: dict, kernel: str,
+                  gamma: float | None = None) -> torch.Tensor:
     """X: (N, n, D) -> S: (N, H, n, n), looping over samples i and heads h."""
     X = X.detach().to(F64)
     N, n, _ = X.shape
@@ -97,7 +112,8 @@ def ref_attention(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = N
     return S
 
 
-def ref_heads(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = None) -> torch.Tensor:
+def ref_heads(X: torch.Tensor, W: dict, kernel: str,
+              gamma: float | None = None) -> torch.Tensor:
     """X: (N, n, D) -> head outputs S_i^h X_i W_V^h: (N, H, n, d_v)."""
     X = X.detach().to(F64)
     S = ref_attention(X, W, kernel, gamma)
@@ -110,7 +126,8 @@ def ref_heads(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = None)
     return out
 
 
-def ref_forward(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = None) -> torch.Tensor:
+def ref_forward(X: torch.Tensor, W: dict, kernel: str,
+                gamma: float | None = None) -> torch.Tensor:
     """MH(X_i) = Concat(head_1, ..., head_H) W_O for every sample: (N, n, d_out)."""
     heads = ref_heads(X, W, kernel, gamma)
     N, H, n, _ = heads.shape
@@ -134,7 +151,8 @@ def ref_squared_loss(prediction: torch.Tensor, Y: torch.Tensor) -> float:
     return total / (2 * N)
 
 
-def ref_b_matrix(X: torch.Tensor, W: dict, kernel: str, gamma: float | None = None) -> torch.Tensor:
+def ref_b_matrix(X: torch.Tensor, W: dict, kernel: str,
+                 gamma: float | None = None) -> torch.Tensor:
     """B: (N*n, H*D), row block i = [S_i^1 X_i, ..., S_i^H X_i]."""
     X = X.detach().to(F64)
     S = ref_attention(X, W, kernel, gamma)

@@ -56,4 +56,8 @@ def test_alt_text_rule():
 
 def test_references_page_is_for_readers():
     text = (ROOT / "references.md").read_text(encoding="utf-8")
-    assert "{bibliography}" in text and "cite with" not in text and "references.bib" not in text
+    assert (
+        "{bibliography}" in text
+        and "cite with" not in text
+        and "references.bib" not in text
+    )

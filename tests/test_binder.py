@@ -1,4 +1,5 @@
-"""Install paths: Binder runs the notebooks with CPU torch only; make installs CPU torch first."""
+"""Install paths: Binder runs the notebooks with CPU torch only; make installs CPU torch
+first."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,12 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 #: Import names whose distribution is named otherwise, and what Binder's image provides
 #: (Jupyter itself depends on them).
-DIST_NAMES = {"IPython": "ipython", "PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+DIST_NAMES = {
+    "IPython": "ipython",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn"
+}
 PROVIDED_BY_BINDER = {"ipython", "ipykernel", "nbformat"}
 NOT_FOR_RUNNING = ("jupyter-book", "pytest", "nbval", "sphinx", "playwright", "otter")
 
@@ -28,7 +34,9 @@ def _pins(path: Path) -> dict[str, str]:
 def _third_party_imports() -> set[str]:
     sources = [p.read_text() for p in (ROOT / "lib").glob("*.py")]
     for path in (ROOT / "chapters").glob("*.ipynb"):
-        sources += [c.source for c in nbformat.read(path, 4).cells if c.cell_type == "code"]
+        sources += [
+            c.source for c in nbformat.read(path, 4).cells if c.cell_type == "code"
+        ]
     names = set()
     for source in sources:
         try:
@@ -46,13 +54,19 @@ def _third_party_imports() -> set[str]:
 
 def test_binder_installs_what_the_notebooks_import_with_cpu_torch():
     text = (ROOT / "binder" / "requirements.txt").read_text()
-    binder, lock = _pins(ROOT / "binder" / "requirements.txt"), _pins(ROOT / "constraints.txt")
+    binder, lock = _pins(ROOT / "binder" / "requirements.txt"), _pins(
+        ROOT / "constraints.txt")
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
-    assert binder.get("torch") == lock["torch"] + "+cpu", "Binder must pin the CPU build"
+    assert binder.get(
+        "torch") == lock["torch"] + "+cpu", "Binder must pin the CPU build"
     missing = _third_party_imports() - set(binder) - PROVIDED_BY_BINDER
-    assert not missing, f"binder/requirements.txt lacks what the notebooks import: {missing}"
+    assert (
+        not missing
+    ), f"binder/requirements.txt lacks what the notebooks import: {missing}"
     extra = [n for n in binder if n.startswith(NOT_FOR_RUNNING)]
-    assert not extra, f"binder/requirements.txt installs tools not needed to run: {extra}"
+    assert (
+        not extra
+    ), f"binder/requirements.txt installs tools not needed to run: {extra}"
     stale = {n: (v, lock.get(n)) for n, v in binder.items()
              if n != "torch" and v != lock.get(n)}
     assert not stale, f"binder pins differ from constraints.txt (binder, lock): {stale}"

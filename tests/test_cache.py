@@ -1,4 +1,5 @@
-"""Tests of lib.settings (environment switches) and lib.cache (the on-disk result cache)."""
+"""Tests of lib.settings (environment switches) and lib.cache (the on-disk result
+cache)."""
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ from lib.settings import cache_dir, cache_enabled, full_mode, repository_root
 
 
 # ----------------------------------------------------------------------------- settings
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("TRUE", True), ("Yes", True),
-                                             (" yes ", True), ("0", False), ("no", False), ("", False)])
+@pytest.mark.parametrize("value, expected",
+                         [("1", True), ("true", True), ("TRUE", True), ("Yes", True),
+                          (" yes ", True), ("0", False), ("no", False), ("", False)])
 def test_full_mode(monkeypatch, value, expected):
     monkeypatch.setenv("BOOK_FULL", value)
     assert full_mode() is expected
@@ -41,7 +43,8 @@ def test_cache_dir(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "here"
     monkeypatch.delenv("GDT_CACHE_DIR")
     root = repository_root()
-    assert root is not None and (root / "lib" / "__init__.py").exists()  # the tests run from a checkout
+    assert root is not None and (
+        root / "lib" / "__init__.py").exists()  # the tests run from a checkout
     assert cache_dir() == root / ".cache" / "results"
 
 
@@ -73,9 +76,13 @@ def test_miss_then_hit(cache_at):
     value = {"loss": np.arange(3.0), "W": torch.ones(2, 2)}
     compute = Counter(value)
     first = cached("exp", compute, params={"steps": 10, "lr": 0.1})
-    second = cached("exp", compute, params={"lr": 0.1, "steps": 10})  # key order does not matter
+    second = cached("exp", compute, params={
+        "lr": 0.1,
+        "steps": 10
+    })  # key order does not matter
     assert compute.calls == 1
-    assert np.array_equal(second["loss"], value["loss"]) and torch.equal(second["W"], value["W"])
+    assert np.array_equal(second["loss"], value["loss"]) and torch.equal(
+        second["W"], value["W"])
     assert first is value
     files = list(cache_at.glob("*.pt"))
     assert files == [cache_path("exp", {"steps": 10, "lr": 0.1})]
@@ -87,7 +94,9 @@ def test_params_name_and_version_change_the_key(cache_at, monkeypatch):
     assert cache_key("exp", {"a": 2}) != base
     assert cache_key("other", {"a": 1}) != base
     assert cache_key("exp", {"a": 1, "b": None}) != base
-    assert cache_key("exp", {"dtype": torch.float64}) != cache_key("exp", {"dtype": torch.float32})
+    assert cache_key("exp",
+                     {"dtype": torch.float64}) != cache_key("exp",
+                                                            {"dtype": torch.float32})
     monkeypatch.setattr(cache_module, "__version__", lib.__version__ + ".dev")
     assert cache_key("exp", {"a": 1}) != base
     compute = Counter(1)
@@ -102,9 +111,11 @@ def test_disabled_cache_neither_reads_nor_writes(cache_at, monkeypatch):
     cached("exp", Counter(1), params={})
     monkeypatch.setenv("GDT_CACHE", "off")
     compute = Counter(2)
-    assert cached("exp", compute, params={}) == 2 and compute.calls == 1  # the stored 1 is not read
+    assert cached("exp", compute,
+                  params={}) == 2 and compute.calls == 1  # the stored 1 is not read
     assert cached("new", compute, params={}) == 2
-    assert [p.name.split("-")[0] for p in cache_at.glob("*.pt")] == ["exp"]  # nothing written
+    assert [p.name.split("-")[0]
+            for p in cache_at.glob("*.pt")] == ["exp"]  # nothing written
 
 
 def test_corrupt_file_is_ignored_with_a_warning(cache_at):
@@ -115,7 +126,9 @@ def test_corrupt_file_is_ignored_with_a_warning(cache_at):
     with pytest.warns(RuntimeWarning, match="unreadable cache file"):
         assert cached("exp", compute, params={"n": 1}) == [1, 2, 3]
     assert compute.calls == 1
-    assert cached("exp", compute, params={"n": 1}) == [1, 2, 3] and compute.calls == 1  # rewritten, valid
+    assert cached("exp", compute, params={"n": 1}) == [
+        1, 2, 3
+    ] and compute.calls == 1  # rewritten, valid
     torch.save({"key": "something else", "value": 0}, path)
     with pytest.warns(RuntimeWarning, match="does not hold the expected entry"):
         assert cached("exp", compute, params={"n": 1}) == [1, 2, 3]
@@ -136,7 +149,8 @@ def test_unwritable_directory_still_returns_the_value(cache_at, monkeypatch):
     monkeypatch.setattr(cache_module.torch, "save", fail)
     with pytest.warns(RuntimeWarning, match="could not write the cache file"):
         assert cached("exp", Counter(5), params={}) == 5
-    assert not [p for p in cache_at.iterdir() if p.is_file()]  # the temporary file was removed
+    assert not [p for p in cache_at.iterdir() if p.is_file()
+                ]  # the temporary file was removed
 
 
 def test_validation_and_clear(cache_at):

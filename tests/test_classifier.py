@@ -1,4 +1,5 @@
-"""Tests of lib.classifier (the Transformer classifier) and lib.attention.attention_matrix (masking)."""
+"""Tests of lib.classifier (the Transformer classifier) and
+lib.attention.attention_matrix (masking)."""
 import math
 
 import pytest
@@ -25,19 +26,24 @@ def small(**kw):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_attention_matrix_without_mask_is_the_kernel(kernel):
     g = torch.Generator().manual_seed(1)
-    Q, K = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+    Q, K = torch.randn(2, 3, 5, 4, generator=g,
+                       dtype=torch.float64), torch.randn(2, 3, 5, 4, generator=g,
+                                                         dtype=torch.float64)
     fn = get_kernel(kernel)
     expected = fn(Q, K) if kernel == "softmax" else fn(Q, K, gamma=0.3)
     assert torch.equal(attention_matrix(Q, K, kernel, gamma=0.3), expected)
     # An all-True mask changes nothing (up to rounding of the re-centred distances).
     full = torch.ones(2, 1, 5, dtype=torch.bool)
-    assert torch.allclose(attention_matrix(Q, K, kernel, gamma=0.3, key_mask=full), expected, atol=1e-12, rtol=0)
+    assert torch.allclose(attention_matrix(Q, K, kernel, gamma=0.3, key_mask=full),
+                          expected, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_attention_matrix_masks_keys(kernel):
     g = torch.Generator().manual_seed(2)
-    Q, K = torch.randn(2, 6, 4, generator=g, dtype=torch.float64), torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    Q, K = torch.randn(2, 6, 4, generator=g,
+                       dtype=torch.float64), torch.randn(2, 6, 4, generator=g,
+                                                         dtype=torch.float64)
     mask = torch.tensor([[True, True, True, False, False, False], [True] * 5 + [False]])
     S = attention_matrix(Q, K, kernel, key_mask=mask)
     assert torch.all(S[0, :, 3:] == 0) and torch.all(S[1, :, 5] == 0)
@@ -53,7 +59,8 @@ def test_attention_matrix_masks_keys(kernel):
                 expected = expected / expected.sum(-1, keepdim=True)
         assert torch.allclose(S[b, :, :n], expected, atol=1e-12, rtol=0)
     if kernel != "gaussian":
-        assert torch.allclose(S.sum(-1), torch.ones(2, 6, dtype=torch.float64), atol=1e-12)
+        assert torch.allclose(S.sum(-1), torch.ones(2, 6, dtype=torch.float64),
+                              atol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -69,16 +76,19 @@ def test_attention_matrix_all_masked_row_is_zero_not_nan(kernel):
 
 def test_attention_matrix_bad_inputs():
     Q = torch.randn(2, 4, 3)
-    with pytest.raises(ValueError, match="unknown kernel 'cosine'; valid: 'softmax', 'gaussian'"):
+    with pytest.raises(ValueError,
+                       match="unknown kernel 'cosine'; valid: 'softmax', 'gaussian'"):
         attention_matrix(Q, Q, "cosine")
     with pytest.raises(TypeError, match="key_mask must be a bool tensor"):
         attention_matrix(Q, Q, "softmax", key_mask=torch.ones(2, 4))
-    with pytest.raises(ValueError, match=r"key_mask must have shape \(\.\.\., n\) with n = 4"):
+    with pytest.raises(ValueError,
+                       match=r"key_mask must have shape \(\.\.\., n\) with n = 4"):
         attention_matrix(Q, Q, "softmax", key_mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="do not broadcast"):
         attention_matrix(Q, Q, "gaussian", key_mask=torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
-        attention_matrix(Q, Q, "gaussian", gamma=-1.0, key_mask=torch.ones(2, 4, dtype=torch.bool))
+        attention_matrix(Q, Q, "gaussian", gamma=-1.0,
+                         key_mask=torch.ones(2, 4, dtype=torch.bool))
 
 
 # ------------------------------------------------------------------ shapes
@@ -88,7 +98,8 @@ def test_token_model_shapes(kernel, pooling):
     model = small(kernel=kernel, pooling=pooling, num_classes=3)
     x = tokens(B=4, L=7)
     logits = model(x)
-    assert logits.shape == (4, 3) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert logits.shape == (
+        4, 3) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
     maps = model.attention_maps(x)
     extra = 1 if pooling == "cls" else 0
     assert len(maps) == 2 and all(S.shape == (4, 2, 7 + extra, 7 + extra) for S in maps)
@@ -97,13 +108,15 @@ def test_token_model_shapes(kernel, pooling):
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_pixel_model_shapes(pooling):
-    model = TransformerClassifier(max_len=16, D=8, H=2, mlp_dim=16, pooling=pooling, kernel="gaussian", seed=0)
+    model = TransformerClassifier(max_len=16, D=8, H=2, mlp_dim=16, pooling=pooling,
+                                  kernel="gaussian", seed=0)
     images = torch.rand(5, 4, 4)
     flat = images.reshape(5, -1)
     logits = model(flat)
     assert logits.shape == (5, 2)
     assert torch.equal(logits, model(flat.unsqueeze(-1)))
-    assert torch.allclose(logits, model(flat.double()), atol=1e-6)  # float inputs are cast
+    assert torch.allclose(logits, model(flat.double()),
+                          atol=1e-6)  # float inputs are cast
     rgb = TransformerClassifier(input_dim=3, max_len=16, D=8, H=2, mlp_dim=16, seed=0)
     assert rgb(torch.rand(2, 10, 3)).shape == (2, 2)
     assert model.pad_id is None
@@ -111,7 +124,8 @@ def test_pixel_model_shapes(pooling):
 
 def test_paper_size_defaults():
     model = TransformerClassifier(vocab_size=100, max_len=32)
-    assert (model.D, model.H, model.head_dim, model.mlp_dim, model.num_layers) == (64, 2, 32, 128, 2)
+    assert (model.D, model.H, model.head_dim, model.mlp_dim,
+            model.num_layers) == (64, 2, 32, 128, 2)
     assert model.kernel == "softmax" and model.pooling == "mean" and model.pad_id == 0
     assert len(model.blocks) == 2 and model.blocks[0].attn.W_Q.weight.shape == (64, 64)
     assert model.blocks[0].mlp[0].weight.shape == (128, 64)
@@ -127,7 +141,8 @@ def test_padding_does_not_change_logits(kernel, pooling, dtype, tol):
     model = small(kernel=kernel, pooling=pooling).to(dtype)
     x = tokens(B=3, L=5)
     padded = torch.cat([x, torch.zeros(3, 6, dtype=torch.long)], dim=1)
-    # Also padding inside the batch: sequence 1 is shorter, compared with itself unpadded.
+    # Also padding inside the batch: sequence 1 is shorter, compared with itself
+    # unpadded.
     err = (model(x) - model(padded)).abs().max().item()
     assert err < tol, f"max |logit difference| = {err:.1e} (tolerance {tol:g})"
     short = model(x[1:2, :3])
@@ -155,7 +170,8 @@ def test_explicit_mask_and_pad_id_none():
     model = small(pad_id=None)
     x = tokens(B=2, L=6)
     x[:, 4:] = 0
-    assert not torch.allclose(model(x), model(x[:, :4]))  # no masking: token 0 is a real token
+    assert not torch.allclose(model(x), model(
+        x[:, :4]))  # no masking: token 0 is a real token
     mask = x != 0
     assert torch.allclose(model(x, mask), model(x[:, :4]), atol=1e-5)
 
@@ -166,9 +182,11 @@ def test_all_padding_sequence_is_finite():
     x[0] = 0
     logits = model(x)
     assert torch.isfinite(logits).all()
-    assert torch.allclose(logits[0], model.head.bias, atol=1e-6)  # pools to the zero vector
+    assert torch.allclose(logits[0], model.head.bias,
+                          atol=1e-6)  # pools to the zero vector
     logits.sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert all(
+        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 # ------------------------------------------------------------------ kernel switching
@@ -179,13 +197,17 @@ def test_set_kernel_switches_every_layer_and_keeps_weights():
     out_softmax = model(x)
     model.set_kernel("gaussian", gamma=0.2)
     assert model.kernel == "gaussian" and model.gamma == 0.2
-    assert all(b.attn.kernel == "gaussian" and b.attn.gamma == 0.2 for b in model.blocks)
+    assert all(b.attn.kernel == "gaussian" and b.attn.gamma == 0.2
+               for b in model.blocks)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     out_gauss = model(x)
     assert (out_gauss - out_softmax).abs().max() > 1e-4
     model.set_kernel("softmax")
     assert torch.equal(model(x), out_softmax)
-    with pytest.raises(ValueError, match="unknown kernel 'rbf'; valid: 'softmax', 'gaussian', 'gaussian_normalized'"):
+    with pytest.raises(
+            ValueError, match=
+            "unknown kernel 'rbf'; valid: 'softmax', 'gaussian', 'gaussian_normalized'"
+    ):
         model.set_kernel("rbf")
     assert model.kernel == "softmax"
 
@@ -230,13 +252,21 @@ def test_cuda():
 
 # ------------------------------------------------------------------ bad input
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="D \\(embedding dimension, 10\\) must be divisible by H \\(number of heads, 3\\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            "D \\(embedding dimension, 10\\) must be divisible by H \\(number of heads,"
+            " 3\\)"
+        ),
+    ):
         TransformerClassifier(vocab_size=10, max_len=4, D=10, H=3)
-    with pytest.raises(ValueError, match="unknown kernel 'laplace'; valid: 'softmax', 'gaussian'"):
+    with pytest.raises(ValueError,
+                       match="unknown kernel 'laplace'; valid: 'softmax', 'gaussian'"):
         TransformerClassifier(vocab_size=10, max_len=4, kernel="laplace")
     with pytest.raises(ValueError, match="unknown pooling 'max'; valid: 'mean', 'cls'"):
         TransformerClassifier(vocab_size=10, max_len=4, pooling="max")
-    for name in ("vocab_size", "max_len", "D", "H", "mlp_dim", "num_layers", "input_dim", "num_classes"):
+    for name in ("vocab_size", "max_len", "D", "H", "mlp_dim", "num_layers",
+                 "input_dim", "num_classes"):
         kw = dict(vocab_size=10, max_len=4)
         kw[name] = 0
         with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
@@ -247,7 +277,8 @@ def test_constructor_errors():
         TransformerClassifier(vocab_size=10, max_len=4, num_classes=1)
     with pytest.raises(ValueError, match="dropout must be a number in \\[0, 1\\)"):
         TransformerClassifier(vocab_size=10, max_len=4, dropout=1.0)
-    with pytest.raises(ValueError, match="pad_id must be an integer in \\[0, vocab_size=10\\)"):
+    with pytest.raises(ValueError,
+                       match="pad_id must be an integer in \\[0, vocab_size=10\\)"):
         TransformerClassifier(vocab_size=10, max_len=4, pad_id=10)
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         TransformerClassifier(vocab_size=10, max_len=4, kernel="gaussian", gamma=0.0)
@@ -258,27 +289,35 @@ def test_constructor_errors():
 def test_forward_errors():
     model = small()
     pixels = TransformerClassifier(max_len=12, D=8, H=2, mlp_dim=16)
-    with pytest.raises(TypeError, match="x must hold integer token ids .* vocab_size=None"):
+    with pytest.raises(TypeError,
+                       match="x must hold integer token ids .* vocab_size=None"):
         model(torch.rand(2, 5))
-    with pytest.raises(TypeError, match="x must be a floating-point tensor .* x.float\\(\\) / 255"):
+    with pytest.raises(
+            TypeError,
+            match="x must be a floating-point tensor .* x.float\\(\\) / 255"):
         pixels(torch.randint(0, 255, (2, 5)))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         model([[1, 2, 3]])
     with pytest.raises(ValueError, match="x must have shape \\(B, L\\) of token ids"):
         model(tokens().unsqueeze(-1))
-    with pytest.raises(ValueError, match="x must have shape \\(B, L\\) or \\(B, L, 1\\)"):
+    with pytest.raises(ValueError,
+                       match="x must have shape \\(B, L\\) or \\(B, L, 1\\)"):
         pixels(torch.rand(5))
     with pytest.raises(ValueError, match="x must have shape \\(B, L, 3\\)"):
         TransformerClassifier(input_dim=3, max_len=12, D=8, H=2)(torch.rand(2, 5, 2))
     with pytest.raises(ValueError, match="sequence length 13 exceeds max_len=12"):
         model(tokens(L=13))
-    with pytest.raises(ValueError, match="token ids must lie in \\[0, vocab_size=11\\), found ids from 1 to 11"):
+    with pytest.raises(
+            ValueError,
+            match="token ids must lie in \\[0, vocab_size=11\\), found ids from 1 to 11"
+    ):
         model(tokens(V=12) * 0 + torch.tensor([1, 11, 3, 4, 5, 6]))
     with pytest.raises(ValueError, match="found ids from -1"):
         model(torch.tensor([[-1, 2]]))
     bad = torch.rand(2, 5)
     bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="x must contain only finite values, found 1 NaN/inf"):
+    with pytest.raises(ValueError,
+                       match="x must contain only finite values, found 1 NaN/inf"):
         pixels(bad)
     with pytest.raises(ValueError, match="at least one sequence and one position"):
         model(torch.zeros(0, 4, dtype=torch.long))

@@ -1,13 +1,15 @@
-"""A chapter run the way Colab runs it: outside any checkout, `lib` installed by the bootstrap.
+"""A chapter run the way Colab runs it: outside any checkout, `lib` installed by the
+bootstrap.
 
-A fresh virtual environment in a temporary directory, a ``file://`` clone of this checkout
-(its tracked files as they are now, tagged) as the book's repository (``GDT_BOOK_REPO``,
-``GDT_BOOK_REF``), a working directory holding a stray ``lib/`` folder and the debris of an
-interrupted install; then the preface executes end to end with nbclient.
+A fresh virtual environment in a temporary directory, a ``file://`` clone of this
+checkout (its tracked files as they are now, tagged) as the book's repository
+(``GDT_BOOK_REPO``,
+``GDT_BOOK_REF``), a working directory holding a stray ``lib/`` folder and the debris of
+an interrupted install; then the preface executes end to end with nbclient.
 
-To stay cheap, the fresh environment gets no packages of its own: a ``.pth`` file lends it
-the site-packages of the interpreter running the tests (torch, Jupyter); the book itself is
-cloned and ``pip install -e``-ed by the bootstrap cell, as on Colab.
+To stay cheap, the fresh environment gets no packages of its own: a ``.pth`` file lends
+it the site-packages of the interpreter running the tests (torch, Jupyter); the book
+itself is cloned and ``pip install -e``-ed by the bootstrap cell, as on Colab.
 """
 from __future__ import annotations
 
@@ -66,9 +68,10 @@ def colab(tmp_path_factory):
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
-                              "get_paths()['purelib'])"], check=True, capture_output=True,
-                             text=True).stdout.strip()
+    purelib = subprocess.run([
+        str(python), "-c", "import sysconfig; print(sysconfig."
+        "get_paths()['purelib'])"
+    ], check=True, capture_output=True, text=True).stdout.strip()
     (Path(purelib) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "PYTHON", "VIRTUAL_ENV", "GDT_BOOK_"))}
@@ -91,7 +94,8 @@ def test_bootstrap_errors_say_what_to_do(colab):
     bad_ref = _bootstrap(python, env, work, GDT_BOOK_REF="no-such-release")
     assert bad_ref.returncode != 0
     assert "git clone failed" in bad_ref.stderr and "GDT_BOOK_REF" in bad_ref.stderr
-    offline = _bootstrap(python, env, work, GDT_BOOK_REPO="https://gdt-book.invalid/book")
+    offline = _bootstrap(python, env, work,
+                         GDT_BOOK_REPO="https://gdt-book.invalid/book")
     assert "git clone failed: offline" in offline.stderr, offline.stderr
     no_git = _bootstrap(python, env, work, PATH=str(python.parent))
     assert "git not found" in no_git.stderr, no_git.stderr
@@ -99,17 +103,19 @@ def test_bootstrap_errors_say_what_to_do(colab):
 
 
 def test_chapter_runs_like_on_colab(colab):
-    """Stray `lib/` folder, debris of an interrupted install, then the preface end to end."""
+    """Stray `lib/` folder, debris of an interrupted install, then the preface end
+    to end."""
     python, env, base = colab
     work = base / "work"
-    (work / "lib").mkdir(parents=True)  # e.g. a student's own folder: a namespace package
+    (work / "lib").mkdir(
+        parents=True)  # e.g. a student's own folder: a namespace package
     (work / "lib" / "notes.txt").write_text("not the book's lib")
     (work / "gdt-book" / "lib").mkdir(parents=True)  # an interrupted clone
     shutil.copy(ROOT / "chapters" / "00_preface.ipynb", work)
 
     t0 = time.perf_counter()
-    run = subprocess.run([str(python), "-c", RUN_NOTEBOOK, "00_preface.ipynb"], cwd=work,
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([str(python), "-c", RUN_NOTEBOOK, "00_preface.ipynb"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"LIB {work / 'gdt-book' / 'lib' / '__init__.py'}" in run.stdout, run.stdout

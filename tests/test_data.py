@@ -7,7 +7,13 @@ import pytest
 import torch
 
 import lib
-from lib.data import RegressionProblem, random_inputs, random_problem, random_targets, teacher_problem
+from lib.data import (
+    RegressionProblem,
+    random_inputs,
+    random_problem,
+    random_targets,
+    teacher_problem,
+)
 from lib.model import AttentionLayer, squared_loss
 from lib.theory import optimal_values
 from reference import DEVICE, F64
@@ -57,14 +63,16 @@ def test_random_targets():
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian", "gaussian_normalized"])
 def test_teacher_problem_is_realisable(kernel):
-    problem = teacher_problem(3, 4, 5, kernel=kernel, H=2, d=3, d_out=2, seed=1, device=DEVICE)
+    problem = teacher_problem(3, 4, 5, kernel=kernel, H=2, d=3, d_out=2, seed=1,
+                              device=DEVICE)
     assert isinstance(problem, RegressionProblem) and problem.realisable
     assert problem.X.shape == (3, 4, 5) and problem.Y.shape == (3, 4, 2)
     assert problem.shape == {"N": 3, "n": 4, "D": 5, "d_out": 2}
     teacher = problem.teacher
     assert teacher.kernel == kernel and teacher.H == 2 and teacher.d == 3
     # A student initialised to the teacher has zero loss; a fresh student does not.
-    student = AttentionLayer(5, H=2, d=3, d_out=2, kernel=kernel, seed=99, device=DEVICE)
+    student = AttentionLayer(5, H=2, d=3, d_out=2, kernel=kernel, seed=99,
+                             device=DEVICE)
     with torch.no_grad():
         assert float(squared_loss(student(problem.X), problem.Y)) > 1e-3
     student.load_state_dict(teacher.state_dict())
@@ -89,8 +97,13 @@ def test_teacher_problem_scales_and_kwargs():
     a = teacher_problem(2, 3, 4, seed=1, device=DEVICE)
     b = teacher_problem(2, 3, 4, seed=1, input_scale=3.0, device=DEVICE)
     assert torch.allclose(b.X, 3.0 * a.X, atol=1e-15, rtol=0)
-    g = teacher_problem(2, 3, 4, kernel="gaussian", seed=1, gamma=0.2, qk_scale=2.0, init="orthogonal", device=DEVICE)
-    assert g.teacher.gamma == 0.2 and g.teacher.qk_scale == 2.0 and g.teacher.init == "orthogonal"
+    g = teacher_problem(2, 3, 4, kernel="gaussian", seed=1, gamma=0.2, qk_scale=2.0,
+                        init="orthogonal", device=DEVICE)
+    assert (
+        g.teacher.gamma == 0.2
+        and g.teacher.qk_scale == 2.0
+        and g.teacher.init == "orthogonal"
+    )
     with torch.no_grad():
         assert torch.equal(g.teacher(g.X), g.Y)
 
@@ -107,8 +120,10 @@ def test_random_problem_is_not_realisable():
 def test_random_problem_defaults_and_scales():
     a = random_problem(2, 3, 4, seed=1, device=DEVICE)
     assert a.Y.shape == (2, 3, 4)  # d_out defaults to D
-    assert torch.equal(a.Y, random_targets(2, 3, 4, seed=2, device=DEVICE))  # targets from seed + 1
-    b = random_problem(2, 3, 4, seed=1, input_scale=2.0, target_scale=0.1, device=DEVICE)
+    assert torch.equal(a.Y, random_targets(2, 3, 4, seed=2,
+                                           device=DEVICE))  # targets from seed + 1
+    b = random_problem(2, 3, 4, seed=1, input_scale=2.0, target_scale=0.1,
+                       device=DEVICE)
     assert torch.allclose(b.X, 2.0 * a.X, atol=1e-15, rtol=0)
     assert torch.allclose(b.Y, 0.1 * a.Y, atol=1e-15, rtol=0)
     c = random_problem(2, 3, 4, seed=1, device=DEVICE)
@@ -127,12 +142,14 @@ def test_random_problem_defaults_and_scales():
     ids=["random_inputs", "random_targets", "teacher_problem", "random_problem"],
 )
 def test_invalid_seed(fn, seed):
-    with pytest.raises((ValueError, TypeError), match="seed must be a non-negative integer"):
+    with pytest.raises((ValueError, TypeError),
+                       match="seed must be a non-negative integer"):
         fn(seed)
 
 
 @pytest.mark.parametrize("name", ["N", "n", "D"])
-@pytest.mark.parametrize("value,error", [(0, ValueError), (-2, ValueError), (2.5, TypeError)])
+@pytest.mark.parametrize("value,error", [(0, ValueError), (-2, ValueError),
+                                         (2.5, TypeError)])
 def test_invalid_sizes(name, value, error):
     sizes = {"N": 2, "n": 3, "D": 4, name: value}
     with pytest.raises(error, match=f"{name} must be a positive integer"):
@@ -165,23 +182,35 @@ def test_stacked_random_problems_stack_random_problem():
 def test_batched_teacher_problems(kernel, trainable):
     from lib.data import batched_teacher_problems
 
-    problems = batched_teacher_problems(kernel, 2, 3, 2, trainable, 4, init_scale=0.5, device=DEVICE)
+    problems = batched_teacher_problems(kernel, 2, 3, 2, trainable, 4, init_scale=0.5,
+                                        device=DEVICE)
     student, teacher, X, Y = problems
-    assert X.shape == (4, 2, 3, 2) and Y.shape == (4, 2, 3, 2) and problems.student is student
+    assert X.shape == (4, 2, 3, 2) and Y.shape == (4, 2, 3,
+                                                   2) and problems.student is student
     for m in range(4):
         single = AttentionLayer(2, kernel=kernel, seed=m, device=DEVICE)
         for name in ("W_Q", "W_K", "W_V"):
             scale = 0.5 if name in trainable else 1.0
-            assert torch.allclose(getattr(student, name)[m], scale * getattr(single, name))
+            assert torch.allclose(
+                getattr(student, name)[m], scale * getattr(single, name))
         assert torch.equal(student.W_O[m], torch.eye(2, dtype=F64))
         assert torch.allclose(Y[m], teacher.layer(m)(X[m]))
         frozen = [name for name in ("W_K", "W_V", "W_O") if name not in trainable]
-        assert all(torch.equal(getattr(teacher, k)[m], getattr(student, k)[m]) for k in frozen)
+        assert all(
+            torch.equal(getattr(teacher, k)[m],
+                        getattr(student, k)[m]) for k in frozen)
         with torch.no_grad():
             for name in trainable:
                 getattr(student, name)[m].copy_(getattr(teacher, name)[m])
         assert squared_loss(student.layer(m)(X[m]), Y[m]).item() <= 1e-28
-    other = batched_teacher_problems("softmax" if kernel == "gaussian" else "gaussian", 2, 3, 2, trainable, 4)
+    other = batched_teacher_problems("softmax" if kernel == "gaussian" else "gaussian",
+                                     2, 3, 2, trainable, 4)
     assert torch.equal(other.X.to(DEVICE), X)  # the inputs depend on the sizes only
     with pytest.raises(ValueError, match="trainable must be distinct names"):
         batched_teacher_problems(kernel, 2, 3, 2, ("W_V",), 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, "float64"])
+def test_random_inputs_rejects_a_non_floating_dtype(dtype):
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        random_inputs(2, 3, 4, dtype=dtype)

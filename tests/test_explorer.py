@@ -23,13 +23,17 @@ def _figure(a=2, kind="up"):
 
 def test_frames_cover_every_combination_in_slider_order():
     calls.clear()
-    ex = frame_explorer(_figure, {"slope a": ("a", [1, 2, 3]),
-                                  "direction": ("kind", [("rising", "up"), ("falling", "down")])},
-                        alt="A line whose slope the sliders set.")
+    ex = frame_explorer(
+        _figure, {
+            "slope a": ("a", [1, 2, 3]),
+            "direction": ("kind", [("rising", "up"), ("falling", "down")])
+        }, alt="A line whose slope the sliders set.")
     assert calls == [(a, k) for a in (1, 2, 3) for k in ("up", "down")]
     assert len(ex.frames) == 6 and len(set(ex.frames)) == 6  # every frame differs
-    assert ex.controls == [("slope a", ["1", "2", "3"], 1), ("direction", ["rising", "falling"], 0)]
-    assert ex.alts[3] == "A line whose slope the sliders set (slope a 2, direction falling)."
+    assert ex.controls == [("slope a", ["1", "2", "3"], 1),
+                           ("direction", ["rising", "falling"], 0)]
+    assert ex.alts[
+        3] == "A line whose slope the sliders set (slope a 2, direction falling)."
     page = ex._repr_html_()
     assert page.count("<img ") == 6 and page.count('type="range"') == 2
     assert re.findall(r'alt="([^"]*)"', page)[0].startswith("A line whose slope")

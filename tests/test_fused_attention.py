@@ -1,4 +1,5 @@
-"""lib.fused_attention against the plain reference (lib.attention.attention_matrix), float64."""
+"""lib.fused_attention against the plain reference (lib.attention.attention_matrix),
+float64."""
 
 import pytest
 import torch
@@ -109,7 +110,8 @@ def test_bad_inputs():
 
 
 def test_hessian_vector_products_fall_back_to_the_plain_kernels():
-    # torch.func transforms (forward-over-reverse) cannot go through the fused CPU kernel.
+    # torch.func transforms (forward-over-reverse) cannot go through the fused CPU
+    # kernel.
     from lib.hessian import hvp
 
     x = torch.randint(2, 30, (3, 6), generator=torch.Generator().manual_seed(0))

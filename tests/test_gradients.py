@@ -1,4 +1,5 @@
-"""Tests of lib.gradients: autograd gradients of the loss and the finite-difference check."""
+"""Tests of lib.gradients: autograd gradients of the loss and the finite-difference
+check."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,8 @@ CPU = torch.device("cpu")
 
 def _setup(kernel="softmax"):
     problem = teacher_problem(3, 4, 5, kernel=kernel, H=2, d_out=3, seed=0, device=CPU)
-    return AttentionLayer(5, H=2, d_out=3, kernel=kernel, seed=7, device=CPU), problem.X, problem.Y
+    return AttentionLayer(5, H=2, d_out=3, kernel=kernel, seed=7,
+                          device=CPU), problem.X, problem.Y
 
 
 def test_loss_gradients_of_the_output_weights_is_the_linear_formula():
@@ -73,6 +75,7 @@ def test_loss_and_gradients_at_other_weights_leaves_the_model_unchanged():
     with torch.no_grad():
         model.W_V.copy_(W_V)
     assert abs(loss - squared_loss(model(X), Y).item()) < 1e-12
-    assert torch.allclose(grads["W_V"], loss_gradients(model, X, Y, "W_V")["W_V"], atol=1e-12)
+    assert torch.allclose(grads["W_V"],
+                          loss_gradients(model, X, Y, "W_V")["W_V"], atol=1e-12)
     with pytest.raises(ValueError, match="unknown name 'W_Z' in at"):
         loss_and_gradients(model, X, Y, "W_V", at={"W_Z": W_V})

@@ -1,4 +1,5 @@
-"""Tests of lib.hessian: Hessians, Hessian-vector products and extreme eigenvalues of the loss."""
+"""Tests of lib.hessian: Hessians, Hessian-vector products and extreme eigenvalues of
+the loss."""
 from __future__ import annotations
 
 import warnings
@@ -31,14 +32,18 @@ def _setup(kernel="softmax", N=3, n=3, D=4, H=1, seed=0):
 
 
 def _autograd_gradient(model, X, Y, names, vector):
-    """The gradient by plain autograd on a copy of the model holding ``vector`` (an independent path)."""
+    """The gradient by plain autograd on a copy of the model holding ``vector`` (an
+    independent path)."""
     copy = AttentionLayer(model.D, H=model.H, kernel=model.kernel, seed=0, device=CPU)
     copy.load_state_dict(model.state_dict())
     with torch.no_grad():
         for name, value in unflatten_params(model, names, vector).items():
             getattr(copy, name).copy_(value)
     loss = squared_loss(copy(X), Y)
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [getattr(copy, n) for n in names])])
+    return torch.cat([
+        g.reshape(-1)
+        for g in torch.autograd.grad(loss, [getattr(copy, n) for n in names])
+    ])
 
 
 def test_flatten_unflatten_round_trip():
@@ -48,7 +53,8 @@ def test_flatten_unflatten_round_trip():
     assert w.shape == (model.W_V.numel() + model.W_Q.numel(),)
     parts = unflatten_params(model, names, w)
     assert list(parts) == list(names)
-    assert torch.equal(parts["W_V"], model.W_V.detach()) and torch.equal(parts["W_Q"], model.W_Q.detach())
+    assert torch.equal(parts["W_V"], model.W_V.detach()) and torch.equal(
+        parts["W_Q"], model.W_Q.detach())
     w[0] = 123.0  # a copy: the model is untouched
     assert model.W_V.detach().reshape(-1)[0] != 123.0
     with pytest.raises(ValueError, match="unknown parameter name 'W_X'"):
@@ -83,7 +89,9 @@ def test_full_hessian_equals_finite_differences_of_gradients(kernel):
     for j in range(w.numel()):
         e = torch.zeros_like(w)
         e[j] = h
-        columns.append((_autograd_gradient(model, X, Y, names, w + e) - _autograd_gradient(model, X, Y, names, w - e)) / (2 * h))
+        columns.append(
+            (_autograd_gradient(model, X, Y, names, w + e) - _autograd_gradient(
+                model, X, Y, names, w - e)) / (2 * h))
     fd = torch.stack(columns, dim=1)
     err = float((Hm - fd).abs().max() / Hm.abs().max())
     assert err < 1e-7, err  # central differences: O(h^2) plus rounding eps / h
@@ -94,14 +102,17 @@ def test_hvp_equals_hessian_times_vector(kernel):
     model, X, Y = _setup(kernel, H=2)
     names = ("W_Q", "W_K", "W_O")
     Hm = full_hessian(model, X, Y, names)
-    v = torch.randn(Hm.shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    torch.testing.assert_close(hvp(model, X, Y, names, v), Hm @ v, rtol=1e-10, atol=1e-12)
+    v = torch.randn(Hm.shape[0], generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, X, Y, names, v), Hm @ v, rtol=1e-10,
+                               atol=1e-12)
     with pytest.raises(ValueError, match="v must be a tensor of shape"):
         hvp(model, X, Y, names, v[:-1])
 
 
 def test_values_only_hessian_is_the_known_quadratic():
-    # With only W_V trainable, f(w) = 1/(2N) ||J w - y||^2 exactly, so the Hessian is J^T J / N.
+    # With only W_V trainable, f(w) = 1/(2N) ||J w - y||^2 exactly, so the Hessian
+    # is J^T J / N.
     model, X, Y = _setup(H=2)
     J = values_jacobian(model, X)
     expected = J.T @ J / X.shape[0]
@@ -111,7 +122,8 @@ def test_values_only_hessian_is_the_known_quadratic():
 
 def test_hessian_of_a_custom_quadratic_module():
     class Quadratic(nn.Module):
-        """Prediction A^{1/2} w (as a 1 x 1 x P 'sequence'): squared loss 0.5 w^T A w against zero targets."""
+        """Prediction A^{1/2} w (as a 1 x 1 x P 'sequence'): squared loss 0.5
+        w^T A w against zero targets."""
 
         def __init__(self, root):
             super().__init__()
@@ -126,7 +138,8 @@ def test_hessian_of_a_custom_quadratic_module():
     A = B.T @ B
     root = torch.linalg.cholesky(A).T  # root^T root = A
     model = Quadratic(root)
-    Hm = full_hessian(model, torch.zeros(1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 5, dtype=torch.float64), ("w",))
+    Hm = full_hessian(model, torch.zeros(1, 1, 1, dtype=torch.float64),
+                      torch.zeros(1, 1, 5, dtype=torch.float64), ("w", ))
     torch.testing.assert_close(Hm, A, rtol=1e-12, atol=1e-12)
 
 
@@ -137,9 +150,11 @@ def test_extreme_eigenvalues_match_the_full_spectrum(kernel):
     names = ("W_Q", "W_K", "W_V")  # P = 96
     spectrum = hessian_spectrum(model, problem.X, problem.Y, names)
     assert torch.all(spectrum[1:] >= spectrum[:-1])  # ascending
-    top, bottom = extreme_eigenvalues(model, problem.X, problem.Y, names, k=2, iters=96, tol=1e-10)
+    top, bottom = extreme_eigenvalues(model, problem.X, problem.Y, names, k=2, iters=96,
+                                      tol=1e-10)
     scale = float(spectrum.abs().max())
-    # Tolerance: 1e-8 x the spectral radius (Lanczos residual bound 1e-10 x radius, plus rounding).
+    # Tolerance: 1e-8 x the spectral radius (Lanczos residual bound 1e-10 x
+    # radius, plus rounding).
     torch.testing.assert_close(top, spectrum.flip(0)[:2], rtol=0, atol=1e-8 * scale)
     torch.testing.assert_close(bottom, spectrum[:2], rtol=0, atol=1e-8 * scale)
 
@@ -153,11 +168,16 @@ def test_extreme_eigenvalues_converge_early_and_warn_when_not():
     assert abs(float(top[0]) - float(spectrum[-1])) <= 1e-5 * scale
     with pytest.warns(RuntimeWarning, match="Lanczos did not converge"):
         extreme_eigenvalues(model, X, Y, names, k=1, iters=3, tol=1e-12)
-    _, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=60, tol=1e-6, with_info=True)
-    assert info.converged and 2 <= info.steps <= 60 and info.residual <= 1e-6 * info.scale
+    _, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=60, tol=1e-6,
+                                     with_info=True)
+    assert (
+        info.converged and 2 <= info.steps <= 60 and info.residual <= 1e-6 * info.scale
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # with_info reports non-convergence in info, not by a warning
-        top3, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=3, tol=1e-12, with_info=True)
+        warnings.simplefilter(
+            "error")  # with_info reports non-convergence in info, not by a warning
+        top3, _, info = extreme_eigenvalues(model, X, Y, names, k=1, iters=3, tol=1e-12,
+                                            with_info=True)
     assert not info.converged and info.steps == 3 and info.residual > 1e-12 * info.scale
     assert torch.isfinite(top3).all()
     with pytest.raises(ValueError, match="k = 200 exceeds"):
@@ -168,7 +188,8 @@ def test_curvature_summary():
     eigs = torch.tensor([-2.0, -1e-12, 0.0, 1e-13, 0.5, 3.0], dtype=torch.float64)
     summary = curvature_summary(eigs, tol=1e-9)
     assert summary["top"] == 3.0 and summary["bottom"] == -2.0
-    assert summary["num_negative"] == 1 and summary["num_zero"] == 3 and summary["num_positive"] == 2
+    assert summary["num_negative"] == 1 and summary["num_zero"] == 3 and summary[
+        "num_positive"] == 2
     assert summary["negative_fraction"] == pytest.approx(1 / 6)
     default = curvature_summary(eigs)  # relative threshold 1e-8 x max|lambda|
     assert default["tol"] == pytest.approx(3e-8) and default["num_zero"] == 3
@@ -182,12 +203,14 @@ def _batched_setup(kernel, M=3, N=2, n=3, D=3, H=2):
 
     X = torch.stack([random_problem(N, n, D, seed=s, device=CPU).X for s in range(M)])
     Y = torch.stack([random_problem(N, n, D, seed=s, device=CPU).Y for s in range(M)])
-    model = BatchedAttentionLayer(M, D, H=H, kernel=kernel, seeds=range(20, 20 + M), device=CPU)
+    model = BatchedAttentionLayer(M, D, H=H, kernel=kernel, seeds=range(20, 20 + M),
+                                  device=CPU)
     return model, X, Y
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
-@pytest.mark.parametrize("names", [("W_Q", "W_K"), ("W_V",), ("W_Q", "W_K", "W_V", "W_O")])
+@pytest.mark.parametrize("names", [("W_Q", "W_K"), ("W_V", ),
+                                   ("W_Q", "W_K", "W_V", "W_O")])
 def test_batched_hessians_equal_full_hessian_per_model(kernel, names):
     from lib.hessian import batched_hessians
 
@@ -196,9 +219,12 @@ def test_batched_hessians_equal_full_hessian_per_model(kernel, names):
     Hs = batched_hessians(model, X, Y, names)
     assert [p.requires_grad for p in model.parameters()] == flags
     for m, layer in enumerate(model.layers()):
-        assert torch.allclose(Hs[m], full_hessian(layer, X[m], Y[m], names), rtol=1e-9, atol=1e-10)
-    single = batched_hessians(model.layer(0), X[0], Y[0], names)  # a single model: M = 1
-    assert single.shape == (1,) + Hs.shape[1:] and torch.allclose(single[0], Hs[0], atol=1e-10)
+        assert torch.allclose(Hs[m], full_hessian(layer, X[m], Y[m], names), rtol=1e-9,
+                              atol=1e-10)
+    single = batched_hessians(model.layer(0), X[0], Y[0],
+                              names)  # a single model: M = 1
+    assert single.shape == (1, ) + Hs.shape[1:] and torch.allclose(
+        single[0], Hs[0], atol=1e-10)
     with pytest.raises(ValueError, match="distinct"):
         batched_hessians(model, X, Y, ("W_Q", "W_Q"))
 
@@ -218,8 +244,15 @@ def test_top_eigenvalue_and_smoothness_match_the_exact_spectrum(kernel):
         assert abs(top[m].item() - dominant) <= 1e-3 * abs(dominant)
         assert abs(L[m].item() - abs(dominant)) <= 1e-3 * abs(dominant)
         single = top_eigenvalue(layer, X[m], Y[m], names, iters=300, seed=m)
-        assert isinstance(single, float) and abs(single - dominant) <= 1e-3 * abs(dominant)
+        assert isinstance(single,
+                          float) and abs(single - dominant) <= 1e-3 * abs(dominant)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         smoothness(model, X, Y, names, seed=-1)
     with pytest.raises(TypeError, match="iters must be a positive integer"):
         top_eigenvalue(model, X, Y, names, iters=2.5)
+
+
+def test_hessian_of_empty_data_is_rejected():
+    model, X, Y = _setup()
+    with pytest.raises(ValueError, match="X must not be empty"):
+        full_hessian(model, X[:0], Y[:0], ("W_V",))

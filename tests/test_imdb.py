@@ -1,4 +1,5 @@
-"""Tests of lib.imdb on tiny data made in tmp_path (one test reads the real CSV if available)."""
+"""Tests of lib.imdb on tiny data made in tmp_path (one test reads the real CSV if
+available)."""
 from __future__ import annotations
 
 import csv
@@ -50,7 +51,8 @@ def make_tree(root: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
     (root / "aclImdb" / "train" / "unsup").mkdir()
-    (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text("unlabelled", encoding="utf-8")
+    (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text(
+        "unlabelled", encoding="utf-8")
     (root / "aclImdb" / "imdb.vocab").write_text("the\n", encoding="utf-8")
     return root / "aclImdb"
 
@@ -64,9 +66,17 @@ def archive_bytes(tmp_path: Path) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def tiny_official_counts(monkeypatch):
+    """The tiny tree and archive hold 2 reviews per split and label: make that the
+    official count."""
+    monkeypatch.setattr(imdb, "REVIEWS_PER_LABEL", 2)
+
+
 @pytest.fixture
 def tiny_archive(tmp_path, monkeypatch):
-    """The tiny archive's bytes; the module's expected size and sha256 are set to its values."""
+    """The tiny archive's bytes; the module's expected size and sha256 are set to
+    its values."""
     data = archive_bytes(tmp_path)
     monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(data))
     monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(data).hexdigest())
@@ -80,7 +90,8 @@ def data_dir(tmp_path):
     return d
 
 
-def write_csv(path: Path, rows: list[list[str]], header=("review", "sentiment", "split")) -> Path:
+def write_csv(path: Path, rows: list[list[str]],
+              header=("review", "sentiment", "split")) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -95,7 +106,8 @@ def write_csv(path: Path, rows: list[list[str]], header=("review", "sentiment", 
 
 def csv_rows() -> list[list[str]]:
     rows = []
-    for texts, labels, split in ((TRAIN_TEXTS, TRAIN_LABELS, "train"), (TEST_TEXTS, TEST_LABELS, "test")):
+    for texts, labels, split in ((TRAIN_TEXTS, TRAIN_LABELS, "train"),
+                                 (TEST_TEXTS, TEST_LABELS, "test")):
         for t, y in zip(texts, labels):
             rows.append([t, "positive" if y else "negative", split])
     return rows
@@ -107,10 +119,13 @@ def assert_tiny(data: ImdbData) -> None:
 
 
 class FakeResponse:
-    """Stands in for urlopen's response: serves ``data``, raising ``fail`` after ``fail_after`` bytes."""
+    """Stands in for urlopen's response: serves ``data``, raising ``fail`` after
+    ``fail_after`` bytes."""
 
-    def __init__(self, data: bytes, chunk: int = 64, fail_after: int | None = None, fail=None):
-        self.buf, self.chunk, self.fail_after, self.fail = io.BytesIO(data), chunk, fail_after, fail
+    def __init__(self, data: bytes, chunk: int = 64, fail_after: int | None = None,
+                 fail=None):
+        self.buf, self.chunk, self.fail_after, self.fail = io.BytesIO(
+            data), chunk, fail_after, fail
         self.headers = {"Content-Length": str(len(data))}
 
     def read(self, n: int = -1) -> bytes:
@@ -143,7 +158,8 @@ def no_network(monkeypatch) -> None:
     monkeypatch.setattr(imdb.urllib.request, "urlopen", offline)
 
 
-# ------------------------------------------------------------------------------- data dir
+# ------------------------------------------------------------------------------- data
+# dir
 def test_resolve_data_dir_argument_env_default(tmp_path, monkeypatch):
     monkeypatch.setenv("GDT_DATA_DIR", str(tmp_path / "env"))
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
@@ -155,13 +171,15 @@ def test_resolve_data_dir_argument_env_default(tmp_path, monkeypatch):
         resolve_data_dir(42)
 
 
-def test_source_preference_csv_then_tree_then_archive(data_dir, tiny_archive):
+def test_source_preference_csv_then_verified_archive_then_tree(data_dir, tiny_archive):
     (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive)
     assert find_imdb_source(data_dir) == data_dir / imdb.ARCHIVE_NAME
     make_tree(data_dir)
-    assert find_imdb_source(data_dir) == data_dir / "aclImdb"
-    write_csv(data_dir / "other.csv", [["x", "1"]], header=("text", "label"))  # wrong columns
-    assert find_imdb_source(data_dir) == data_dir / "aclImdb"
+    assert find_imdb_source(
+        data_dir) == data_dir / imdb.ARCHIVE_NAME  # verified: preferred
+    write_csv(data_dir / "other.csv", [["x", "1"]],
+              header=("text", "label"))  # wrong columns
+    assert find_imdb_source(data_dir) == data_dir / imdb.ARCHIVE_NAME
     write_csv(data_dir / "reviews.csv.gz", csv_rows())
     assert find_imdb_source(data_dir) == data_dir / "reviews.csv.gz"
     write_csv(data_dir / "imdb.csv", csv_rows())
@@ -169,11 +187,13 @@ def test_source_preference_csv_then_tree_then_archive(data_dir, tiny_archive):
 
 
 def test_data_root_with_imdb_folder(tmp_path):
-    write_csv((tmp_path / "imdb").mkdir() or tmp_path / "imdb" / "imdb.csv.gz", csv_rows())
+    write_csv((tmp_path / "imdb").mkdir() or tmp_path / "imdb" / "imdb.csv.gz",
+              csv_rows())
     assert find_imdb_source(tmp_path) == tmp_path / "imdb" / "imdb.csv.gz"
 
 
-# ------------------------------------------------------------------------------- readers
+# -------------------------------------------------------------------------------
+# readers
 @pytest.mark.parametrize("name", ["imdb.csv.gz", "imdb.csv"])
 def test_csv_with_split(data_dir, name):
     write_csv(data_dir / name, csv_rows())
@@ -184,7 +204,8 @@ def test_csv_with_split(data_dir, name):
 
 
 def test_csv_without_split_is_seeded_and_stratified(data_dir):
-    labels = ["positive", "pos", "1", "negative", "neg", "0"] * 4  # 12 positive, 12 negative
+    labels = ["positive", "pos", "1", "negative", "neg", "0"
+              ] * 4  # 12 positive, 12 negative
     rows = [[f"review number {i}", s] for i, s in enumerate(labels)]
     write_csv(data_dir / "imdb.csv", rows, header=("review", "sentiment"))
     a = load_imdb(data_dir, download=False)
@@ -193,7 +214,10 @@ def test_csv_without_split_is_seeded_and_stratified(data_dir):
     assert len(a.train_texts) == len(a.test_texts) == 12
     assert sum(a.train_labels) == sum(a.test_labels) == 6
     assert sorted(a.train_texts + a.test_texts) == sorted(r[0] for r in rows)
-    expected = {f"review number {i}": int(s in ("positive", "pos", "1")) for i, s in enumerate(labels)}
+    expected = {
+        f"review number {i}": int(s in ("positive", "pos", "1"))
+        for i, s in enumerate(labels)
+    }
     assert all(expected[t] == y for t, y in zip(a.train_texts, a.train_labels))
 
 
@@ -202,7 +226,8 @@ def test_tree(data_dir):
     data = load_imdb(data_dir, download=False)
     assert_tiny(data)
     assert data.source == data_dir / "aclImdb"
-    assert_tiny(load_imdb(data_dir / "aclImdb", download=False))  # the tree named directly
+    assert_tiny(load_imdb(data_dir / "aclImdb",
+                          download=False))  # the tree named directly
 
 
 def test_archive_is_read_and_verification_cached(data_dir, tiny_archive, monkeypatch):
@@ -235,9 +260,11 @@ def test_truncated_archive(data_dir, tiny_archive, monkeypatch):
     path = data_dir / imdb.ARCHIVE_NAME
     cut = tiny_archive[: len(tiny_archive) // 2]
     path.write_bytes(cut)
-    with pytest.raises(IntegrityError, match="bytes, expected"):  # caught by the size check
+    with pytest.raises(IntegrityError,
+                       match="bytes, expected"):  # caught by the size check
         load_imdb(data_dir, download=False)
-    # Even when the checksum matches (say, a custom archive), truncation is a clear error.
+    # Even when the checksum matches (say, a custom archive), truncation is a
+    # clear error.
     monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(cut))
     monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(cut).hexdigest())
     with pytest.raises(IntegrityError, match="truncated or corrupt"):
@@ -245,8 +272,10 @@ def test_truncated_archive(data_dir, tiny_archive, monkeypatch):
 
 
 def test_csv_missing_column(data_dir):
-    path = write_csv(data_dir / "imdb.csv", [["good", "train"]], header=("review", "split"))
-    with pytest.raises(ImdbFormatError, match=r"imdb\.csv, line 1: missing column\(s\) sentiment"):
+    path = write_csv(data_dir / "imdb.csv", [["good", "train"]],
+                     header=("review", "split"))
+    with pytest.raises(ImdbFormatError,
+                       match=r"imdb\.csv, line 1: missing column\(s\) sentiment"):
         load_imdb(data_dir, download=False)
     assert path.exists()
 
@@ -255,7 +284,8 @@ def test_csv_bad_label_names_file_and_line(data_dir):
     rows = csv_rows()
     rows[1][1] = "meh"
     write_csv(data_dir / "imdb.csv.gz", rows)
-    with pytest.raises(ImdbFormatError, match=r"imdb\.csv\.gz, line 3: unknown sentiment 'meh'"):
+    with pytest.raises(ImdbFormatError,
+                       match=r"imdb\.csv\.gz, line 3: unknown sentiment 'meh'"):
         load_imdb(data_dir, download=False)
 
 
@@ -267,14 +297,15 @@ def test_csv_empty_review(data_dir):
         load_imdb(data_dir, download=False)
 
 
-# ------------------------------------------------------------------------------- download
+# -------------------------------------------------------------------------------
+# download
 def test_offline_without_data_says_where_to_put_what(data_dir, monkeypatch):
     no_network(monkeypatch)
     with pytest.raises(FileNotFoundError) as err:
         load_imdb(data_dir, progress=False)
     msg = str(err.value)
-    for needle in (str(data_dir), "imdb.csv.gz", "aclImdb/", "aclImdb_v1.tar.gz", "GDT_DATA_DIR",
-                   "no network"):
+    for needle in (str(data_dir), "imdb.csv.gz", "aclImdb/", "aclImdb_v1.tar.gz",
+                   "GDT_DATA_DIR", "no network"):
         assert needle in msg
     assert list(data_dir.iterdir()) == []  # no temporary file left behind
 
@@ -292,8 +323,9 @@ def test_fake_download_is_verified_and_atomic(tmp_path, tiny_archive, monkeypatc
     data = load_imdb(data_dir, progress=False)
     assert calls == [imdb.ARCHIVE_URL]
     assert_tiny(data)
-    assert sorted(p.name for p in data_dir.iterdir()) == [imdb.ARCHIVE_NAME,
-                                                          imdb.ARCHIVE_NAME + ".sha256-ok"]
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        imdb.ARCHIVE_NAME, imdb.ARCHIVE_NAME + ".sha256-ok"
+    ]
     assert (data_dir / imdb.ARCHIVE_NAME).read_bytes() == tiny_archive
     # Second call: read from disk, no download.
     assert_tiny(load_imdb(data_dir, progress=False))
@@ -301,7 +333,8 @@ def test_fake_download_is_verified_and_atomic(tmp_path, tiny_archive, monkeypatc
 
 
 def test_corrupt_download_is_discarded(data_dir, tiny_archive, monkeypatch):
-    flipped = tiny_archive[:100] + bytes([tiny_archive[100] ^ 0xFF]) + tiny_archive[101:]
+    flipped = tiny_archive[:100] + bytes([tiny_archive[100] ^ 0xFF
+                                          ]) + tiny_archive[101:]
     serve(monkeypatch, data=flipped)
     with pytest.raises(IntegrityError, match="expected") as err:
         load_imdb(data_dir, progress=False)
@@ -317,8 +350,10 @@ def test_interrupted_download_leaves_no_archive(data_dir, tiny_archive, monkeypa
     assert list(data_dir.iterdir()) == []
 
 
-def test_interrupted_download_by_other_error_cleans_up(data_dir, tiny_archive, monkeypatch):
-    serve(monkeypatch, data=tiny_archive, chunk=100, fail_after=100, fail=KeyboardInterrupt())
+def test_interrupted_download_by_other_error_cleans_up(data_dir, tiny_archive,
+                                                       monkeypatch):
+    serve(monkeypatch, data=tiny_archive, chunk=100, fail_after=100,
+          fail=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         load_imdb(data_dir, progress=False)
     assert list(data_dir.iterdir()) == []
@@ -337,10 +372,13 @@ def test_vocabulary_order_and_limits():
     texts = ["b a a c", "c a b d", "e"]  # counts: a 3, b 2, c 2, d 1, e 1
     v = Vocabulary.build(texts, max_size=100, min_freq=1)
     assert v.itos == ["<pad>", "<unk>", "a", "b", "c", "d", "e"]
-    assert Vocabulary.build(texts, max_size=100, min_freq=2).itos == ["<pad>", "<unk>", "a", "b", "c"]
-    assert Vocabulary.build(texts, max_size=4, min_freq=1).itos == ["<pad>", "<unk>", "a", "b"]
+    assert Vocabulary.build(texts, max_size=100,
+                            min_freq=2).itos == ["<pad>", "<unk>", "a", "b", "c"]
+    assert Vocabulary.build(texts, max_size=4,
+                            min_freq=1).itos == ["<pad>", "<unk>", "a", "b"]
     assert len(v) == 7 and v.stoi["c"] == 4
-    assert Vocabulary.build(list(reversed(texts)), max_size=100, min_freq=1).itos == v.itos
+    assert Vocabulary.build(list(reversed(texts)), max_size=100,
+                            min_freq=1).itos == v.itos
     with pytest.raises(TypeError, match="texts"):
         Vocabulary.build("a single string")
     with pytest.raises(ValueError, match="min_freq"):
@@ -349,7 +387,8 @@ def test_vocabulary_order_and_limits():
 
 def test_encode_pads_and_truncates_at_the_end():
     v = Vocabulary.build(["a b c"], max_size=10, min_freq=1)  # a 2, b 3, c 4
-    ids, lengths = v.encode(["a b", "c b a c b", "zzz", ""], seq_len=4, return_lengths=True)
+    ids, lengths = v.encode(["a b", "c b a c b", "zzz", ""], seq_len=4,
+                            return_lengths=True)
     assert ids.dtype == torch.long and ids.shape == (4, 4)
     assert ids.tolist() == [[2, 3, 0, 0], [4, 3, 2, 4], [1, 0, 0, 0], [0, 0, 0, 0]]
     assert lengths.tolist() == [2, 4, 1, 0]
@@ -391,14 +430,115 @@ def test_imdb_tensors_stratified_subsets():
     assert full.x_train.shape == (100, 4)
 
 
-# ------------------------------------------------------------------------------- real data
+# ------------------------------------------------------------------------------- real
+# data
 _REAL_DIR = os.environ.get("GDT_DATA_DIR")
 
 
-@pytest.mark.skipif(not _REAL_DIR, reason="set GDT_DATA_DIR to a directory with the IMDb data "
-                                          "(imdb.csv.gz, aclImdb/ or aclImdb_v1.tar.gz) to run")
+@pytest.mark.skipif(
+    not _REAL_DIR, reason="set GDT_DATA_DIR to a directory with the IMDb data "
+    "(imdb.csv.gz, aclImdb/ or aclImdb_v1.tar.gz) to run")
 def test_real_data_split_and_balance():
     data = load_imdb(download=False, progress=False)
     assert len(data.train_texts) == len(data.test_texts) == 25_000
     assert sum(data.train_labels) == sum(data.test_labels) == 12_500
     assert all(t.strip() for t in data.train_texts[:100])
+
+
+# ------------------------------------------------------------------ incomplete or
+# stale data
+def test_verified_archive_is_preferred_to_a_tree_and_the_choice_is_stated(
+        data_dir, tiny_archive):
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive)
+    tree = make_tree(data_dir)
+    (tree / "test" / "neg" / "3_4.txt").unlink()  # an interrupted unpack
+    data = load_imdb(data_dir, download=False)
+    assert_tiny(data)
+    assert data.source == data_dir / imdb.ARCHIVE_NAME
+    assert "verified archive" in data.note and "note=" in repr(data)
+
+
+def test_an_unverified_archive_beside_a_tree_gives_the_tree_with_a_note(
+        data_dir, tiny_archive, monkeypatch):
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(tiny_archive[:-10])
+    make_tree(data_dir)
+    data = load_imdb(data_dir, download=False)
+    assert_tiny(data)
+    assert (
+        data.source == data_dir / "aclImdb"
+        and "does not have the official" in data.note
+    )
+
+
+def test_a_partial_tree_is_rejected_with_the_official_count(data_dir):
+    tree = make_tree(data_dir)
+    (tree / "train" / "pos" / "2_8.txt").unlink()
+    with pytest.raises(ImdbFormatError,
+                       match=r"train/pos/ holds 1 reviews, expected the official 2"):
+        load_imdb(data_dir, download=False)
+
+
+def _custom_archive(tmp_path, monkeypatch, data_dir, transform) -> None:
+    """The tiny tree's tar stream, transformed, gzipped and put in place as the
+    official archive."""
+    src = tmp_path / "src"
+    make_tree(src)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        tf.add(src / "aclImdb", arcname="aclImdb", filter=transform.get("filter"))
+    data = gzip.compress(transform.get("cut", lambda b: b)(raw.getvalue()))
+    monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(data))
+    monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(data).hexdigest())
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(data)
+
+
+def test_an_archive_with_missing_reviews_is_rejected(data_dir, tmp_path, monkeypatch):
+    skip = {
+        "filter": lambda info: None if info.name.endswith("test/pos/1_7.txt") else info
+    }
+    _custom_archive(tmp_path, monkeypatch, data_dir, skip)
+    with pytest.raises(IntegrityError, match="test/pos/ holds 1 reviews"):
+        load_imdb(data_dir, download=False)
+
+
+def test_a_tar_stream_cut_inside_a_header_is_detected(data_dir, tmp_path, monkeypatch):
+    # a complete gzip stream of a tar stream that stops inside a header block
+    _custom_archive(tmp_path, monkeypatch, data_dir,
+                    {"cut": lambda tar: tar[:512 * 7 + 100]})
+    with pytest.raises(IntegrityError, match="truncated or corrupt|ended early"):
+        load_imdb(data_dir, download=False)
+
+
+def test_a_gzip_stream_that_ends_early_is_detected(data_dir, tiny_archive, monkeypatch):
+    cut = tiny_archive[:
+                       -8]  # the gzip trailer is missing: the tar data may all be there
+    monkeypatch.setattr(imdb, "ARCHIVE_SIZE", len(cut))
+    monkeypatch.setattr(imdb, "ARCHIVE_SHA256", hashlib.sha256(cut).hexdigest())
+    (data_dir / imdb.ARCHIVE_NAME).write_bytes(cut)
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        load_imdb(data_dir, download=False)
+
+
+def test_csv_counts_other_than_official_warn(data_dir):
+    import warnings
+
+    write_csv(data_dir / "imdb.csv", csv_rows())  # 4 / 4: the official counts here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_tiny(load_imdb(data_dir, download=False))
+    write_csv(data_dir / "imdb.csv", csv_rows()[:-1])  # a file cut at a row boundary
+    with pytest.warns(UserWarning,
+                      match="4 train and 3 test reviews, not the official 4 / 4"):
+        load_imdb(data_dir, download=False)
+
+
+def test_stale_partial_downloads_are_removed(data_dir, tiny_archive, monkeypatch):
+    stale = data_dir / f".{imdb.ARCHIVE_NAME}.old.part"
+    fresh = data_dir / f".{imdb.ARCHIVE_NAME}.new.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = os.stat(stale).st_mtime - 2 * imdb.STALE_PART_SECONDS
+    os.utime(stale, (old, old))
+    serve(monkeypatch, data=tiny_archive)
+    assert_tiny(load_imdb(data_dir, progress=False))
+    assert not stale.exists() and fresh.exists()  # a download in progress is left alone

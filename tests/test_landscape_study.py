@@ -1,4 +1,5 @@
-"""lib.landscape_study on a tiny task: record layout, slice centre = loss, plots, tables, HVP check."""
+"""lib.landscape_study on a tiny task: record layout, slice centre = loss, plots,
+tables, HVP check."""
 
 import matplotlib
 

@@ -1,4 +1,5 @@
-"""Tests of lib.model: the attention layer against plain loops, gradients, init, loss, bad input."""
+"""Tests of lib.model: the attention layer against plain loops, gradients, init, loss,
+bad input."""
 from __future__ import annotations
 
 import math
@@ -38,12 +39,15 @@ def layer(D, **kwargs) -> AttentionLayer:
     return AttentionLayer(D, **kwargs)
 
 
-# ------------------------------------------------------------------ against the reference loops
+# ------------------------------------------------------------------ against the
+# reference loops
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}n{}D{}H{}d{}dv{}do{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES,
+                         ids=lambda s: "N{}n{}D{}H{}d{}dv{}do{}".format(*s))
 def test_forward_and_attention_match_reference(kernel, shape):
     N, n, D, H, d, d_v, d_out = shape
-    model = layer(D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, seed=7, qk_scale=1.5)
+    model = layer(D, H=H, d=d, d_v=d_v, d_out=d_out, kernel=kernel, seed=7,
+                  qk_scale=1.5)
     X = randn(N, n, D, seed=1)
     W = weights_of(model)
     S = model.attention(X)
@@ -62,10 +66,13 @@ def test_forward_matches_reference_with_explicit_gamma(kernel):
     model = layer(4, H=2, d=3, d_v=2, d_out=5, kernel=kernel, gamma=0.9)
     X = randn(2, 3, 4, seed=2)
     W = weights_of(model)
-    assert torch.allclose(model.attention(X), ref_attention(X, W, kernel, gamma=0.9), atol=TOL, rtol=0)
-    assert torch.allclose(model(X), ref_forward(X, W, kernel, gamma=0.9), atol=TOL, rtol=0)
+    assert torch.allclose(model.attention(X), ref_attention(X, W, kernel, gamma=0.9),
+                          atol=TOL, rtol=0)
+    assert torch.allclose(model(X), ref_forward(X, W, kernel, gamma=0.9), atol=TOL,
+                          rtol=0)
     # the explicit gamma matters
-    assert not torch.allclose(model(X), ref_forward(X, W, kernel, gamma=default_gamma(3)), atol=1e-6)
+    assert not torch.allclose(model(X), ref_forward(X, W, kernel,
+                                                    gamma=default_gamma(3)), atol=1e-6)
 
 
 def test_softmax_attention_ignores_gamma():
@@ -76,7 +83,8 @@ def test_softmax_attention_ignores_gamma():
 
 
 def test_forward_is_per_sample():
-    """Samples do not interact: the output of a batch is the stack of single-sample outputs."""
+    """Samples do not interact: the output of a batch is the stack of single-sample
+    outputs."""
     model = layer(3, H=2, kernel="gaussian")
     X = randn(3, 4, 3, seed=4)
     single = torch.cat([model(X[i : i + 1]) for i in range(3)])
@@ -87,8 +95,8 @@ def test_forward_is_per_sample():
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", WEIGHT_NAMES)
 def test_gradcheck_every_weight(kernel, name):
-    """Autograd gradients agree with central finite differences (float64, gradcheck defaults:
-    eps 1e-6, atol 1e-5, rtol 1e-3), for one weight matrix at a time."""
+    """Autograd gradients agree with central finite differences (float64, gradcheck
+    defaults: eps 1e-6, atol 1e-5, rtol 1e-3), for one weight matrix at a time."""
     model = layer(3, H=2, d=2, d_v=2, d_out=2, kernel=kernel, seed=3)
     X = randn(2, 3, 3, seed=5)
     original = getattr(model, name).detach().clone()
@@ -114,7 +122,8 @@ def test_set_kernel_switches_and_keeps_weights():
     before = {k: v.clone() for k, v in weights_of(model).items()}
     model.set_kernel("gaussian", gamma=0.3)
     assert model.kernel == "gaussian" and model.gamma == 0.3
-    assert torch.allclose(model(X), ref_forward(X, before, "gaussian", gamma=0.3), atol=TOL, rtol=0)
+    assert torch.allclose(model(X), ref_forward(X, before, "gaussian", gamma=0.3),
+                          atol=TOL, rtol=0)
     for k, v in weights_of(model).items():
         assert torch.equal(v, before[k])
     model.set_kernel("softmax")
@@ -134,7 +143,12 @@ def test_set_kernel_rejects_unknown_name_and_keeps_the_old_kernel():
 def test_parameter_names_and_shapes():
     model = layer(5, H=3, d=2, d_v=4, d_out=6)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    assert shapes == {"W_Q": (3, 5, 2), "W_K": (3, 5, 2), "W_V": (3, 5, 4), "W_O": (12, 6)}
+    assert shapes == {
+        "W_Q": (3, 5, 2),
+        "W_K": (3, 5, 2),
+        "W_V": (3, 5, 4),
+        "W_O": (12, 6)
+    }
     assert list(shapes) == list(WEIGHT_NAMES)
 
 
@@ -177,7 +191,8 @@ def _std(t: torch.Tensor) -> float:
 
 
 def test_lecun_scales():
-    """Entries ~ N(0, 1/fan_in): fan_in = D for W_Q, W_K, W_V, H*d_v for W_O (5% tolerance)."""
+    """Entries ~ N(0, 1/fan_in): fan_in = D for W_Q, W_K, W_V, H*d_v for W_O (5%
+    tolerance)."""
     D, H, d, d_v, d_out = 256, 2, 64, 128, 200
     model = layer(D, H=H, d=d, d_v=d_v, d_out=d_out, init="lecun", seed=1)
     for name in ("W_Q", "W_K", "W_V"):
@@ -187,7 +202,8 @@ def test_lecun_scales():
 
 
 def test_xavier_scales():
-    """Entries ~ N(0, 2/(fan_in + fan_out)), per head for W_Q, W_K, W_V (5% tolerance)."""
+    """Entries ~ N(0, 2/(fan_in + fan_out)), per head for W_Q, W_K, W_V (5%
+    tolerance)."""
     D, H, d, d_v, d_out = 256, 2, 64, 128, 200
     model = layer(D, H=H, d=d, d_v=d_v, d_out=d_out, init="xavier", seed=1)
     assert _std(model.W_Q) == pytest.approx(math.sqrt(2 / (D + d)), rel=0.05)
@@ -200,7 +216,8 @@ def test_xavier_scales():
 def test_orthogonal_singular_values_are_one(D, d, d_v, d_out):
     H = 3
     model = layer(D, H=H, d=d, d_v=d_v, d_out=d_out, init="orthogonal", seed=2)
-    blocks = [model.W_Q[h] for h in range(H)] + [model.W_K[h] for h in range(H)] + [model.W_V[h] for h in range(H)]
+    blocks = [model.W_Q[h] for h in range(H)] + [model.W_K[h] for h in range(H)
+                                                 ] + [model.W_V[h] for h in range(H)]
     blocks += list(model.W_O.detach().reshape(H, d_v, d_out).unbind(0))
     for M in blocks:
         sv = torch.linalg.svdvals(M.detach())
@@ -257,7 +274,8 @@ def test_squared_loss_by_hand():
 
 
 def test_squared_loss_shape_mismatch():
-    with pytest.raises(ValueError, match=r"Y must have the prediction's shape \(3, 4, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"Y must have the prediction's shape \(3, 4, 2\)"):
         squared_loss(randn(3, 4, 2), randn(3, 4, 3))
     with pytest.raises(ValueError, match="Y must have 3 dimensions"):
         squared_loss(randn(3, 4, 2), randn(3, 8))
@@ -307,7 +325,8 @@ def test_X_dtype_differs_from_weights():
 
 @pytest.mark.parametrize(
     "name,shape",
-    [("W_Q", (2, 3, 3)), ("W_Q", (1, 3, 3)), ("W_K", (2, 3)), ("W_V", (2, 3, 4)), ("W_O", (5, 2))],
+    [("W_Q", (2, 3, 3)), ("W_Q", (1, 3, 3)), ("W_K", (2, 3)), ("W_V", (2, 3, 4)),
+     ("W_O", (5, 2))],
 )
 def test_weight_of_wrong_shape_is_reported_at_forward(name, shape):
     model = layer(3, H=2, d=2)
@@ -319,7 +338,8 @@ def test_weight_of_wrong_shape_is_reported_at_forward(name, shape):
 
 
 @pytest.mark.parametrize("arg", ["D", "H", "d", "d_v", "d_out"])
-@pytest.mark.parametrize("value,error", [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize("value,error", [(0, ValueError), (-1, ValueError),
+                                         (2.5, TypeError), (True, TypeError)])
 def test_sizes_must_be_positive_integers(arg, value, error):
     kwargs = {"D": 3, arg: value}
     with pytest.raises(error, match=f"{arg} must be a positive integer"):
@@ -332,8 +352,8 @@ def test_extra_repr_names_the_configuration():
 
 
 def test_copy_keeps_settings_and_weights_and_can_switch_the_kernel():
-    layer = AttentionLayer(4, H=2, d=3, d_out=2, kernel="gaussian", gamma=0.3, init="orthogonal",
-                           qk_scale=0.5, seed=3, device="cpu")
+    layer = AttentionLayer(4, H=2, d=3, d_out=2, kernel="gaussian", gamma=0.3,
+                           init="orthogonal", qk_scale=0.5, seed=3, device="cpu")
     twin = layer.copy()
     assert twin is not layer and repr(twin) == repr(layer) and twin.gamma == 0.3
     for name in ("W_Q", "W_K", "W_V", "W_O"):
@@ -342,3 +362,29 @@ def test_copy_keeps_settings_and_weights_and_can_switch_the_kernel():
     other = layer.copy(kernel="softmax")
     assert other.kernel == "softmax" and layer.kernel == "gaussian"
     assert torch.equal(other.W_Q, layer.W_Q)
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", 2**64, -1, True])
+def test_bad_seeds_are_named(seed):
+    with pytest.raises(ValueError,
+                       match="seed must be a non-negative integer below 2\\*\\*32"):
+        AttentionLayer(3, seed=seed, device="cpu")
+
+
+def test_qk_scale_must_be_a_number():
+    with pytest.raises(TypeError, match="qk_scale must be a number, got '1'"):
+        AttentionLayer(3, qk_scale="1", device="cpu")
+
+
+def test_integer_dtype_is_rejected():
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        AttentionLayer(3, dtype=torch.int64, device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_named():
+    with pytest.raises(ValueError,
+                       match="device 'cuda' was requested but CUDA is not available"):
+        AttentionLayer(3, device="cuda")
+    with pytest.raises(ValueError, match="device 'gpu' is not a device torch knows"):
+        AttentionLayer(3, device="gpu")

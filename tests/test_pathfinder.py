@@ -1,4 +1,5 @@
-"""Tests of lib.pathfinder: labels, an independent check of the labels from the pixels, speed."""
+"""Tests of lib.pathfinder: labels, an independent check of the labels from the pixels,
+speed."""
 from __future__ import annotations
 
 import time
@@ -17,9 +18,10 @@ def data32() -> PathfinderData:
 
 
 def pixel_labels(data: PathfinderData) -> tuple[np.ndarray, np.ndarray]:
-    """From the pixels alone: dilate the ink by a square of radius ``bridge_radius`` (joins the
-    dashes of a path), take 8-connected components; connected = both markers in one component.
-    Returns (connected (N,) bool, number of components (N,))."""
+    """From the pixels alone: dilate the ink by a square of radius ``bridge_radius``
+    (joins the dashes of a path), take 8-connected components; connected = both
+    markers in one component. Returns (connected (N,) bool, number of components
+    (N,))."""
     r = data.bridge_radius
     square = np.ones((2 * r + 1, 2 * r + 1), dtype=bool)
     connected, counts = [], []
@@ -36,12 +38,14 @@ def test_shapes_types_values(data32):
     assert n == 400 and data32.resolution == 32
     assert data32.images.shape == (n, 32, 32) and data32.images.dtype == torch.float32
     assert data32.labels.shape == (n,) and data32.labels.dtype == torch.long
-    assert data32.marker_paths.shape == (n, 2) and data32.marker_paths.dtype == torch.long
+    assert data32.marker_paths.shape == (n,
+                                         2) and data32.marker_paths.dtype == torch.long
     assert data32.marker_coords.shape == (n, 2, 2) and data32.num_paths.shape == (n,)
     assert set(data32.images.unique().tolist()) <= {0.0, 1.0}
     assert 0.0 <= data32.images.min() and data32.images.max() <= 1.0
     seq = data32.as_sequences()
-    assert seq.shape == (n, 1024, 1) and torch.equal(seq[:, :, 0], data32.images.reshape(n, -1))
+    assert seq.shape == (n, 1024, 1) and torch.equal(seq[:, :, 0],
+                                                     data32.images.reshape(n, -1))
     assert "N=400" in repr(data32)
 
 
@@ -62,10 +66,12 @@ def test_labels_agree_with_marker_paths(data32):
 
 def test_labels_agree_with_the_pixels_exactly(data32):
     # The rendering keeps different paths >= 2 r + 2 px apart and the dashes of one path
-    # <= 2 r + 1 px apart, so the pixel-derived label must agree on every image (tolerance 0).
+    # <= 2 r + 1 px apart, so the pixel-derived label must agree on every image
+    # (tolerance 0).
     connected, counts = pixel_labels(data32)
     assert np.array_equal(connected, data32.labels.numpy().astype(bool))
-    assert np.array_equal(counts, data32.num_paths.numpy())  # one component per path drawn
+    assert np.array_equal(counts,
+                          data32.num_paths.numpy())  # one component per path drawn
 
 
 def test_markers_are_discs_at_the_recorded_places(data32):
@@ -73,7 +79,8 @@ def test_markers_are_discs_at_the_recorded_places(data32):
     for img, pts in zip(imgs[:100], coords[:100]):
         for r, c in pts:
             assert 1 <= r <= 30 and 1 <= c <= 30
-            assert img[r - 1:r + 2, c - 1:c + 2].all()  # a 3x3 disc (radius 1.5) at 32x32
+            assert img[r - 1:r + 2,
+                       c - 1:c + 2].all()  # a 3x3 disc (radius 1.5) at 32x32
 
 
 def test_marker_distance_does_not_predict_the_label():
@@ -86,8 +93,9 @@ def test_marker_distance_does_not_predict_the_label():
 
 
 def marked_path_ink(data: PathfinderData) -> np.ndarray:
-    """Ink pixels of the path leaving the first marker, its own marker discs not counted:
-    the 8-connected piece of the dilated ink that holds the marker, minus the disc pixels. (N,)"""
+    """Ink pixels of the path leaving the first marker, its own marker discs not
+    counted: the 8-connected piece of the dilated ink that holds the marker, minus
+    the disc pixels. (N,)"""
     r = data.bridge_radius
     square = np.ones((2 * r + 1, 2 * r + 1), dtype=bool)
     out = []
@@ -108,20 +116,29 @@ def best_threshold_accuracy(feature: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.mark.parametrize("resolution", [16, 32])
 def test_length_of_the_marked_path_does_not_depend_on_the_label(resolution):
-    # Each marker sits on a main curve of path_length points in both classes, so the ink of the
-    # path leaving a marker (a local cue: it needs no look at the other marker) has nearly the
-    # same mean in both. Paths have a fixed length, so this feature is almost deterministic;
-    # what differs is only that a connected curve's far end lies under the second disc, which
-    # hides one or two of its pixels. A design with cut negatives (marked pieces of 1/4 to 1/2
+    # Each marker sits on a main curve of path_length points in both classes, so
+    # the ink of the
+    # path leaving a marker (a local cue: it needs no look at the other marker)
+    # has nearly the
+    # same mean in both. Paths have a fixed length, so this feature is almost
+    # deterministic;
+    # what differs is only that a connected curve's far end lies under the second
+    # disc, which
+    # hides one or two of its pixels. A design with cut negatives (marked pieces
+    # of 1/4 to 1/2
     # of the curve) gave differences of 4.5 (16x16) and 9.3 (32x32) pixels here.
     data = make_pathfinder(1000, resolution=resolution, seed=6)
     y = data.labels.numpy()
     ink = marked_path_ink(data)
     gap = abs(ink[y == 1].mean() - ink[y == 0].mean())
-    assert gap < 2.0, f"mean ink of the marked path differs by {gap:.2f} pixels between classes"
+    assert (
+        gap < 2.0
+    ), f"mean ink of the marked path differs by {gap:.2f} pixels between classes"
     total = data.images.flatten(1).sum(1).numpy()
     best_total = best_threshold_accuracy(total, y)
-    assert best_total < 0.6, f"the total ink predicts the label with accuracy {best_total:.3f}"
+    assert (
+        best_total < 0.6
+    ), f"the total ink predicts the label with accuracy {best_total:.3f}"
 
 
 def test_deterministic_per_seed_and_seeds_differ():
@@ -135,7 +152,8 @@ def test_deterministic_per_seed_and_seeds_differ():
 
 def test_resolution_64():
     data = make_pathfinder(100, resolution=64, seed=2)
-    assert data.images.shape == (100, 64, 64) and data.as_sequences().shape == (100, 4096, 1)
+    assert data.images.shape == (100, 64, 64) and data.as_sequences().shape == (100,
+                                                                                4096, 1)
     assert data.labels.sum().item() == 50
     connected, counts = pixel_labels(data)
     assert np.array_equal(connected, data.labels.numpy().astype(bool))
@@ -189,7 +207,8 @@ def test_markers_are_3x3_discs_at_16x16():
 
 
 def test_speed_2000_images():
-    # Budget: 20,000 images in 30 s on a 2-core CPU, so 2,000 in 3 s (measured: about 0.3 s).
+    # Budget: 20,000 images in 30 s on a 2-core CPU, so 2,000 in 3 s (measured:
+    # about 0.3 s).
     start = time.perf_counter()
     data = make_pathfinder(2000, seed=11)
     seconds = time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""lib.pathfinder_checks on small generated sets: solver exact, shortcuts at chance, shapes."""
+"""lib.pathfinder_checks on small generated sets: solver exact, shortcuts at chance,
+shapes."""
 
 import matplotlib
 

@@ -1,4 +1,5 @@
-"""Tests of lib.plotting: opaque figures, fixed kernel colours, loss curves, kernel heat maps."""
+"""Tests of lib.plotting: opaque figures, fixed kernel colours, loss curves, kernel heat
+maps."""
 from __future__ import annotations
 
 import io
@@ -72,17 +73,25 @@ def test_book_style_settings():
     assert same_color(matplotlib.rcParams["savefig.facecolor"], "white")
     assert matplotlib.rcParams["savefig.transparent"] is False
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    assert same_color(cycle[0], KERNEL_COLORS["softmax"]) and same_color(cycle[1], KERNEL_COLORS["gaussian"])
+    assert same_color(cycle[0], KERNEL_COLORS["softmax"]) and same_color(
+        cycle[1], KERNEL_COLORS["gaussian"])
 
 
 def _runs(seed: int, count: int, length: int) -> list[list[float]]:
     rng = np.random.default_rng(seed)
-    return [list(np.exp(-0.1 * np.arange(length)) * (1 + 0.1 * rng.random())) for _ in range(count)]
+    return [
+        list(np.exp(-0.1 * np.arange(length)) * (1 + 0.1 * rng.random()))
+        for _ in range(count)
+    ]
 
 
 def test_loss_curves_one_line_per_kernel_in_its_colour():
     fig, ax = new_figure()
-    curves = {"softmax": _runs(0, 5, 20), "gaussian": _runs(1, 5, 20), "gaussian_normalized": _runs(2, 1, 20)}
+    curves = {
+        "softmax": _runs(0, 5, 20),
+        "gaussian": _runs(1, 5, 20),
+        "gaussian_normalized": _runs(2, 1, 20)
+    }
     plot_loss_curves(ax, curves)
     assert len(ax.lines) == 3
     for line, name in zip(ax.lines, curves):
@@ -98,11 +107,13 @@ def test_loss_curves_one_line_per_kernel_in_its_colour():
 
 def test_loss_curves_median_and_different_lengths():
     fig, ax = new_figure()
-    runs = [[4.0, 2.0, 1.0, 0.5], [8.0, 4.0], [2.0, 1.0, 0.5]]  # early stops: padded with the last value
+    runs = [[4.0, 2.0, 1.0, 0.5], [8.0, 4.0],
+            [2.0, 1.0, 0.5]]  # early stops: padded with the last value
     plot_loss_curves(ax, {"softmax": runs})
     x, y = ax.lines[0].get_data()
     assert list(x) == [0, 1, 2, 3]
-    padded = np.array([[4.0, 2.0, 1.0, 0.5], [8.0, 4.0, 4.0, 4.0], [2.0, 1.0, 0.5, 0.5]])
+    padded = np.array([[4.0, 2.0, 1.0, 0.5], [8.0, 4.0, 4.0, 4.0], [2.0, 1.0, 0.5,
+                                                                    0.5]])
     assert np.allclose(y, np.median(padded, axis=0))
 
 
@@ -116,7 +127,8 @@ def test_loss_curves_linear_scale_and_iqr_band():
 def test_loss_curves_unknown_names_get_other_colours():
     fig, ax = new_figure()
     plot_loss_curves(ax, {"linear": [[1.0, 0.5]], "softmax": [[1.0, 0.4]]})
-    assert not any(same_color(ax.lines[0].get_color(), c) for c in KERNEL_COLORS.values())
+    assert not any(
+        same_color(ax.lines[0].get_color(), c) for c in KERNEL_COLORS.values())
     assert same_color(ax.lines[1].get_color(), KERNEL_COLORS["softmax"])
 
 
@@ -134,7 +146,8 @@ def test_loss_curves_empty_run_list():
 
 def test_kernel_matrix_heat_map():
     fig, ax = new_figure()
-    S = torch.softmax(torch.randn(5, 5, generator=torch.Generator().manual_seed(0)), dim=-1)
+    S = torch.softmax(torch.randn(5, 5, generator=torch.Generator().manual_seed(0)),
+                      dim=-1)
     plot_kernel_matrix(ax, S, title="Softmax")
     assert len(ax.images) == 1
     assert np.allclose(ax.images[0].get_array(), S.numpy())
@@ -160,7 +173,8 @@ def test_plot_seed_band_draws_mean_and_t_band():
     fig, ax = new_figure()
     plot_seed_band(ax, [0, 10, 20], runs, "gaussian")
     (line,) = ax.get_lines()
-    assert np.allclose(line.get_ydata(), runs.mean(0)) and "mean of 3" in line.get_label()
+    assert np.allclose(line.get_ydata(),
+                       runs.mean(0)) and "mean of 3" in line.get_label()
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     _, lo, hi = mean_interval(runs)
     assert np.isclose(band.min(), lo.min()) and np.isclose(band.max(), hi.max())
@@ -175,9 +189,13 @@ def test_plot_test_curves():
     from lib.plotting import plot_test_curves
 
     runs = np.array([[0.5, 0.7, 0.8], [0.5, 0.6, 0.9]])
-    fig = plot_test_curves([0, 1, 2], {"softmax": runs, "gaussian": runs}, {"softmax": 1 - runs}, "t")
+    fig = plot_test_curves([0, 1, 2], {
+        "softmax": runs,
+        "gaussian": runs
+    }, {"softmax": 1 - runs}, "t")
     ax_acc, ax_loss = fig.axes
-    assert len(ax_acc.get_lines()) == 3 and len(ax_loss.get_lines()) == 2  # curves + chance
+    assert len(
+        ax_acc.get_lines()) == 3 and len(ax_loss.get_lines()) == 2  # curves + chance
     assert np.isclose(ax_loss.get_lines()[-1].get_ydata()[0], np.log(2))
     assert fig._suptitle.get_text() == "t"
     plt.close(fig)
@@ -188,9 +206,11 @@ def test_plot_log_contours_shares_one_scale():
 
     a = np.linspace(-1, 1, 9)
     bowl = 1 + a[:, None] ** 2 + a[None, :] ** 2
-    fig, axes = plot_log_contours([("one", "#000000", a, bowl), ("two", "#0072B2", a, 3 * bowl)],
-                                  (-1, 1), "alpha", "beta", marks=[(-1, -1, "wo")])
-    assert len(axes) == 2 and axes[0].get_title() == "one" and axes[1].get_xlabel() == "alpha"
+    fig, axes = plot_log_contours([("one", "#000000", a, bowl),
+                                   ("two", "#0072B2", a, 3 * bowl)], (-1, 1), "alpha",
+                                  "beta", marks=[(-1, -1, "wo")])
+    assert len(
+        axes) == 2 and axes[0].get_title() == "one" and axes[1].get_xlabel() == "alpha"
     assert len(fig.axes) == 3  # two panels and the colour bar
     assert fig.get_facecolor()[3] == 1.0
     with pytest.raises(ValueError, match="at least one"):

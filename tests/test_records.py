@@ -1,4 +1,5 @@
-"""lib.records: locate, save (settings, hardware, wall time, date) and load with a settings check."""
+"""lib.records: locate, save (settings, hardware, wall time, date) and load with a
+settings check."""
 
 import json
 

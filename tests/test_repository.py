@@ -33,7 +33,8 @@ def test_a_fork_changes_one_line(tmp_path):
     stamped = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
     assert not any(url in text for text in stamped)
     for path in sorted((tmp_path / "chapters").glob("*.ipynb")):
-        boot = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code").source
+        boot = next(c for c in nbformat.read(path, 4).cells
+                    if c.cell_type == "code").source
         assert '"https://example.org/course/fork"' in boot and '"spring-2027"' in boot
     preface = (tmp_path / "chapters" / "00_preface.ipynb").read_text()
     assert "git clone --branch spring-2027 https://example.org/course/fork" in preface

@@ -1,4 +1,5 @@
-"""lib.seed_stats: t intervals, paired differences and steps to a threshold, against direct formulas."""
+"""lib.seed_stats: t intervals, paired differences and steps to a threshold, against
+direct formulas."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Tests of lib.theory: the B-matrix identity, lambda_B, the W_V-only problem and its rate."""
+"""Tests of lib.theory: the B-matrix identity, lambda_B, the W_V-only problem and its
+rate."""
 from __future__ import annotations
 
 import math
@@ -32,7 +33,8 @@ def inputs(N, n, D, seed=1, scale=1.0):
     return random_inputs(N, n, D, seed=seed, scale=scale, device=DEVICE)
 
 
-# ------------------------------------------------------------------ the B-matrix identity
+# ------------------------------------------------------------------ the B-matrix
+# identity
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("H,d_v,d_out", [(1, 3, 3), (3, 2, 5), (2, 4, 1)])
 def test_predictions_equal_B_times_V(kernel, H, d_v, d_out):
@@ -41,7 +43,8 @@ def test_predictions_equal_B_times_V(kernel, H, d_v, d_out):
     X = inputs(N, n, D)
     B = b_matrix(model, X)
     assert B.shape == (N * n, H * D)
-    assert torch.allclose(B, ref_b_matrix(X, weights_of(model), kernel), atol=1e-12, rtol=0)
+    assert torch.allclose(B, ref_b_matrix(X, weights_of(model), kernel), atol=1e-12,
+                          rtol=0)
     V = value_output_product(model)
     assert V.shape == (H * D, d_out)
     with torch.no_grad():
@@ -54,7 +57,9 @@ def test_value_output_product_blocks():
     V = value_output_product(model)
     W_O = model.W_O.detach()
     for h in range(2):
-        assert torch.allclose(V[3 * h : 3 * (h + 1)], model.W_V[h].detach() @ W_O[4 * h : 4 * (h + 1)], atol=1e-15)
+        assert torch.allclose(V[3 * h:3 * (h + 1)],
+                              model.W_V[h].detach() @ W_O[4 * h:4 * (h + 1)],
+                              atol=1e-15)
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
@@ -96,9 +101,13 @@ def test_values_jacobian_matches_autograd(kernel):
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def predictions(W_V):
-        return torch.func.functional_call(model, {**params, "W_V": W_V}, (X,)).reshape(-1)
+        return torch.func.functional_call(model, {
+            **params, "W_V": W_V
+        }, (X, )).reshape(-1)
 
-    expected = torch.autograd.functional.jacobian(predictions, params["W_V"].clone()).reshape(N * n * d_out, -1)
+    expected = torch.autograd.functional.jacobian(predictions,
+                                                  params["W_V"].clone()).reshape(
+                                                      N * n * d_out, -1)
     J = values_jacobian(model, X)
     assert J.shape == (N * n * d_out, H * D * d_v)
     assert torch.allclose(J, expected, atol=1e-12, rtol=0)
@@ -122,14 +131,18 @@ def _jacobian_eigs(model, X):
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def predictions(W_V):
-        return torch.func.functional_call(model, {**params, "W_V": W_V}, (X,)).reshape(-1)
+        return torch.func.functional_call(model, {
+            **params, "W_V": W_V
+        }, (X, )).reshape(-1)
 
-    J = torch.autograd.functional.jacobian(predictions, params["W_V"].clone()).reshape(-1, params["W_V"].numel())
+    J = torch.autograd.functional.jacobian(predictions, params["W_V"].clone()).reshape(
+        -1, params["W_V"].numel())
     return torch.linalg.eigvalsh(J @ J.T) / X.shape[0]
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
-@pytest.mark.parametrize("N,n,D,H,d_out", [(2, 3, 4, 2, 2), (2, 2, 4, 2, 4), (3, 2, 2, 1, 1)])
+@pytest.mark.parametrize("N,n,D,H,d_out", [(2, 3, 4, 2, 2), (2, 2, 4, 2, 4),
+                                           (3, 2, 2, 1, 1)])
 def test_predicted_rate_constants(kernel, N, n, D, H, d_out):
     model = layer(D, H=H, d_out=d_out, kernel=kernel, seed=8)
     X = inputs(N, n, D, seed=5)
@@ -159,23 +172,28 @@ def test_rate_below_one_iff_lr_below_two_over_L():
     # with lr = 1/L the rate is 1 - mu/L, and steps_to(r) = log r / log rate
     bound = predicted_rate(model, X, lr=1 / L)
     assert bound.rate == pytest.approx(1 - bound.mu / L, rel=1e-12)
-    assert bound.steps_to(1e-6) == pytest.approx(math.log(1e-6) / math.log(bound.rate), rel=1e-12)
+    assert bound.steps_to(1e-6) == pytest.approx(
+        math.log(1e-6) / math.log(bound.rate), rel=1e-12)
 
 
 # ------------------------------------------------------------------ GD on W_V alone
-# Well-conditioned wide problems (H*D >= N*n, B of full row rank), one per kernel: (kernel, N, n, D,
+# Well-conditioned wide problems (H*D >= N*n, B of full row rank), one per kernel:
+# (kernel, N, n, D,
 # H, d_out, init, qk_scale, input scale). Condition numbers L/mu: about 23 and 42.
 WIDE = [
     ("softmax", 2, 2, 8, 2, 1, "orthogonal", 3.0, 2.0),
     ("gaussian", 2, 2, 6, 2, 1, "lecun", 0.5, 2.0),
 ]
-RATE_SLACK = 1e-9  # observed factor <= rate + slack, on steps where f_t - f* > 1e-10 (f_0 - f*)
+RATE_SLACK = (
+    1e-9  # observed factor <= rate + slack, on steps where f_t - f* > 1e-10 (f_0 - f*)
+)
 
 
 @pytest.mark.parametrize("case", WIDE, ids=[c[0] for c in WIDE])
 def test_gd_on_values_reaches_zero_loss_at_the_predicted_rate(case):
     kernel, N, n, D, H, d_out, init, qk_scale, scale = case
-    model = layer(D, H=H, d_out=d_out, kernel=kernel, init=init, qk_scale=qk_scale, seed=3)
+    model = layer(D, H=H, d_out=d_out, kernel=kernel, init=init, qk_scale=qk_scale,
+                  seed=3)
     X = inputs(N, n, D, seed=1, scale=scale)
     Y = random_targets(N, n, d_out, seed=2, device=DEVICE)
     assert H * D >= N * n
@@ -196,7 +214,9 @@ def test_gd_on_values_reaches_zero_loss_at_the_predicted_rate(case):
     checked = [(t, c) for t, c in enumerate(factors) if gaps[t] > 1e-10 * f0]
     assert len(checked) > 20
     worst = max(c for _, c in checked)
-    assert worst <= bound.rate + RATE_SLACK, f"observed contraction {worst:.6f} > bound {bound.rate:.6f}"
+    assert (
+        worst <= bound.rate + RATE_SLACK
+    ), f"observed contraction {worst:.6f} > bound {bound.rate:.6f}"
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
@@ -228,7 +248,8 @@ NARROW = [
 @pytest.mark.parametrize("case", NARROW, ids=[c[0] for c in NARROW])
 def test_gd_on_values_converges_to_positive_optimum_when_narrow(case):
     kernel, N, n, D, H, d_out, init, qk_scale, scale = case
-    model = layer(D, H=H, d_out=d_out, kernel=kernel, init=init, qk_scale=qk_scale, seed=3)
+    model = layer(D, H=H, d_out=d_out, kernel=kernel, init=init, qk_scale=qk_scale,
+                  seed=3)
     X = inputs(N, n, D, seed=1, scale=scale)
     Y = random_targets(N, n, d_out, seed=2, device=DEVICE)
     assert H * D < N * n
@@ -245,11 +266,14 @@ def test_gd_on_values_converges_to_positive_optimum_when_narrow(case):
     assert abs(history.final_loss - optimum.loss) <= 1e-10 * gap0 + 1e-13
     # the restricted PL bound holds here too (mu = smallest positive eigenvalue)
     factors = history.contraction_factors(optimum.loss)
-    checked = [c for t, c in enumerate(factors) if history.loss[t] - optimum.loss > 1e-8 * gap0]
+    checked = [
+        c for t, c in enumerate(factors) if history.loss[t] - optimum.loss > 1e-8 * gap0
+    ]
     assert checked and max(checked) <= bound.rate + RATE_SLACK
 
 
-# ------------------------------------------------- batched B matrix and the W_V closed form
+# ------------------------------------------------- batched B matrix and the W_V
+# closed form
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("shared", [True, False])
 def test_batched_b_matrix_and_gram_extremes_equal_per_model(kernel, shared):
@@ -257,20 +281,24 @@ def test_batched_b_matrix_and_gram_extremes_equal_per_model(kernel, shared):
     from lib.theory import batched_b_matrix, batched_gram_extremes, sigma_min_wo
 
     M, N, n, D = 3, 2, 3, 4
-    model = BatchedAttentionLayer(M, D, H=2, d_v=3, d_out=2, kernel=kernel, seeds=[4, 5, 6], device=DEVICE)
+    model = BatchedAttentionLayer(M, D, H=2, d_v=3, d_out=2, kernel=kernel,
+                                  seeds=[4, 5, 6], device=DEVICE)
     X = randn(N, n, D, seed=3) if shared else randn(M, N, n, D, seed=3)
     B = batched_b_matrix(model, X)
     lam_min, lam_max = batched_gram_extremes(model, X)
     sigma = sigma_min_wo(model)
-    assert B.shape == (M, N * n, 2 * D) and lam_min.shape == lam_max.shape == sigma.shape == (M,)
+    assert B.shape == (M, N * n,
+                       2 * D) and lam_min.shape == lam_max.shape == sigma.shape == (M, )
     for m, single in enumerate(model.layers()):
         Xm = X if shared else X[m]
         assert torch.allclose(B[m], b_matrix(single, Xm), atol=1e-12)
-        assert math.isclose(lam_min[m].item(), lambda_b(single, Xm), rel_tol=1e-8, abs_tol=1e-12)
+        assert math.isclose(lam_min[m].item(), lambda_b(single, Xm), rel_tol=1e-8,
+                            abs_tol=1e-12)
         eig = torch.linalg.eigvalsh(B[m] @ B[m].T)
         assert math.isclose(lam_max[m].item(), eig[-1].item(), rel_tol=1e-10)
         assert math.isclose(sigma[m].item(), sigma_min_wo(single), rel_tol=1e-12)
-        assert math.isclose(sigma_min_wo(single), predicted_rate(single, Xm, lr=0.1).sigma_min_wo)
+        assert math.isclose(sigma_min_wo(single),
+                            predicted_rate(single, Xm, lr=0.1).sigma_min_wo)
     with pytest.raises(TypeError, match="BatchedAttentionLayer"):
         batched_b_matrix(model.layer(0), X)
 
@@ -279,7 +307,8 @@ def test_sigma_min_wo_is_zero_when_d_out_exceeds_d_v():
     from lib.theory import sigma_min_wo
 
     assert sigma_min_wo(layer(4, d_v=2, d_out=3)) == 0.0
-    assert math.isclose(sigma_min_wo(layer(4, H=2, init="orthogonal")), 1.0, rel_tol=1e-12)
+    assert math.isclose(sigma_min_wo(layer(4, H=2, init="orthogonal")), 1.0,
+                        rel_tol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "gaussian"])
@@ -296,7 +325,8 @@ def test_value_modes_closed_form_equals_gd_on_values(kernel, N):
     history = train(model, X, Y, steps=200, lr=lr, trainable=("W_V",))
     closed = modes.loss(lr, range(len(history.loss)))
     assert max(abs(a - b) / b for a, b in zip(history.loss, closed)) <= 1e-8
-    assert math.isclose(modes.f_star, optimal_values(model, X, Y).loss, rel_tol=1e-6, abs_tol=1e-12)
+    assert math.isclose(modes.f_star,
+                        optimal_values(model, X, Y).loss, rel_tol=1e-6, abs_tol=1e-12)
     t = modes.steps_to(lr, 1e-6)
     assert modes.gap(lr, t) <= 1e-6 < modes.gap(lr, t - 1)
     assert modes.worst_factor(lr) <= (1 - modes.mu / modes.L) ** 2 + 1e-12
@@ -313,9 +343,11 @@ def test_pl_ratio_is_at_least_mu_and_tight_in_the_slowest_direction(kernel):
     bound, opt = predicted_rate(model, X, 1.0), optimal_values(model, X, Y)
     gen = torch.Generator().manual_seed(11)
     for _ in range(20):
-        W_V = torch.randn(model.W_V.shape, generator=gen, dtype=torch.float64) / math.sqrt(8)
+        W_V = torch.randn(model.W_V.shape, generator=gen,
+                          dtype=torch.float64) / math.sqrt(8)
         assert pl_ratio(model, X, Y, W_V, opt.loss) >= bound.mu * (1 - 1e-9)
     _, sv, Vh = torch.linalg.svd(values_jacobian(model, X), full_matrices=False)
     v = Vh[int((sv > 1e-10 * sv[0]).sum()) - 1].reshape(model.W_V.shape)
-    tight = pl_ratio(model, X, Y, opt.W_V + v / math.sqrt(bound.mu), opt.loss) / bound.mu
+    tight = pl_ratio(model, X, Y, opt.W_V + v / math.sqrt(bound.mu),
+                     opt.loss) / bound.mu
     assert abs(tight - 1) <= 1e-6

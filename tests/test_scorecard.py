@@ -1,0 +1,87 @@
+"""Tests of lib.scorecard: the page is current with the records, and the rules decide as
+stated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lib.scorecard import VERDICTS, claims, render_page
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_page_is_generated_from_the_records():
+    page = (ROOT / "scorecard.md").read_text(encoding="utf-8")
+    assert (
+        page == render_page()
+    ), "scorecard.md is out of date: run `python -m lib.scorecard > scorecard.md`"
+
+
+def test_every_verdict_is_known_and_every_claim_has_evidence():
+    for c in claims():
+        assert (
+            c.verdict in VERDICTS
+            and c.evidence
+            and c.section[0].startswith("chapters/")
+        )
+
+
+def _attention_record(only_s: int, only_g: int, p: float, soft_traps: int) -> dict:
+    cell = {
+        "N": 2,
+        "n": 4,
+        "D": 16,
+        "M": 10,
+        "scale": 1.0,
+        "labels_x10": {"softmax": ["reached"] * 10, "gaussian": ["reached"] * 10},
+        "budget_x10": {
+            "softmax": {"counts": {}, "hessian_kinds": {"local min": soft_traps}},
+            "gaussian": {
+                "paired": {"only_reference": only_s, "only_this": only_g, "p_value": p}
+            },
+        },
+    }
+    return {"cells": [cell]}
+
+
+@pytest.mark.parametrize(
+    "only_s, only_g, p, verdict",
+    [
+        (0, 9, 0.004, "reproduced"),
+        (9, 0, 0.004, "not reproduced"),
+        (2, 3, 1.0, "not reproduced"),
+    ],
+)
+def test_gaussian_rule(tmp_path, only_s, only_g, p, verdict):
+    (tmp_path / "attention_only.json").write_text(
+        json.dumps(_attention_record(only_s, only_g, p, 0))
+    )
+    found = {c.claim: c for c in claims(tmp_path)}
+    gaussian = next(c for k, c in found.items() if "much more favourably" in k)
+    assert gaussian.verdict == verdict
+    traps = next(c for k, c in found.items() if "suboptimal local" in k)
+    assert traps.verdict == "not reproduced"  # no Softmax trap in the record
+
+
+def test_missing_records_and_fields_are_not_testable(tmp_path):
+    (tmp_path / "imdb_full.json").write_text(json.dumps({"runs": {}}))
+    found = claims(tmp_path)
+    assert all(c.verdict == "not testable here" for c in found)
+    imdb = next(c for c in found if c.claim.startswith("IMDb"))
+    assert "lacks a field" in imdb.evidence
+
+
+def test_real_task_rule(tmp_path):
+    rec = {
+        "eval_steps": [0, 100],
+        "runs": {
+            "softmax": {"test_acc": [[0.5, 0.7]], "test_loss": [[0.7, 0.6]]},
+            "gaussian": {"test_acc": [[0.5, 0.8]], "test_loss": [[0.7, 0.5]]},
+        },
+    }
+    (tmp_path / "imdb_full.json").write_text(json.dumps(rec))
+    imdb = next(c for c in claims(tmp_path) if c.claim.startswith("IMDb"))
+    assert imdb.verdict == "reproduced" and "0.800" in imdb.evidence
