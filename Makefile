@@ -10,7 +10,7 @@
 #   make bench  the batched trainer against a per-seed loop (64 seeds; must be >= 15x faster), and
 #               one training step of lib.classifier against torch.nn.TransformerEncoder and
 #               Gaussian against Softmax (benchmarks/step_time.py); prints every ratio, fails
-#               when a target is missed (after running both)
+#               when a target is missed (after running all); Pathfinder generation speed
 #   make strip  remove outputs / execution counts / widget state from chapters/*.ipynb
 #   make student  the course edition in _build/student/: student notebooks, solution-free HTML,
 #               otter-grader autograders, instructor notebooks (scripts/course_edition.py)
@@ -76,7 +76,8 @@ student: $(STAMP)
 
 bench: $(STAMP)
 	status=0; $(BIN)/python benchmarks/batched_vs_loop.py || status=1; \
-	  $(BIN)/python benchmarks/step_time.py || status=1; exit $$status
+	  $(BIN)/python benchmarks/step_time.py || status=1; \
+	  $(BIN)/python benchmarks/pathfinder_generation.py || status=1; exit $$status
 
 strip: $(STAMP)
 	$(BIN)/python scripts/strip_outputs.py chapters/*.ipynb

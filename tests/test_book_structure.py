@@ -309,3 +309,103 @@ def test_conftest_writes_executed_notebooks(tmp_path):
         (tmp_path / "_build" / "executed" / "timings-main.json").read_text())
     assert set(timings) == {"chapters/good.ipynb", "chapters/bad.ipynb"}
     assert all(rec["seconds"] > 0 for rec in timings.values())
+
+
+# ------------------------------------------------------------------ the size of the
+# chapters
+# Chapters show the science; helpers live in lib with tests. All chapters of _toc.yml
+# together stay within these budgets, and none handles records itself with json or
+# platform. Lines of code are counted as statements (logical lines: a statement wrapped
+# over several physical lines at 88 columns counts once; a line magic counts once);
+# blank lines, comments and the bootstrap cell (stamped by scripts/stamp_repository.py,
+# the same in every notebook) are not chapter code. Nested defs and methods count.
+CODE_LINE_BUDGET = 3000
+DEF_BUDGET = 70
+_DEF_RE = re.compile(r"^\s*(?:async\s+)?def\s", re.M)
+_IMPORT_RE = re.compile(
+    r"^\s*(?:import\s+([\w.]+(?:\s*,\s*[\w.]+)*)|from\s+([\w.]+)\s+import\b)", re.M
+)
+
+
+def _statements(source: str) -> int:
+    """Logical lines of Python in a code cell (IPython magics count one each)."""
+    import io
+    import tokenize
+
+    magics = [
+        line for line in source.splitlines() if line.lstrip().startswith(("%", "!"))
+    ]
+    python = "\n".join(
+        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    )
+    tokens = tokenize.generate_tokens(io.StringIO(python + "\n").readline)
+    return len(magics) + sum(1 for t in tokens if t.type == tokenize.NEWLINE)
+
+
+def _chapter_code_cells(nb) -> list[str]:
+    return [c.source for c in _code_cells(nb) if "GDT_BOOK_REPO" not in c.source]
+
+
+def code_size(nb) -> tuple[int, int]:
+    """(statements in code cells, def statements in them) of one notebook, bootstrap
+    cell excluded."""
+    cells = _chapter_code_cells(nb)
+    return sum(map(_statements, cells)), sum(len(_DEF_RE.findall(s)) for s in cells)
+
+
+def imported_modules(nb) -> set[str]:
+    """Top-level names of the modules a notebook's code cells import."""
+    names = set()
+    for source in _chapter_code_cells(nb):
+        for plain, module in _IMPORT_RE.findall(source):
+            for name in plain.split(",") if plain else [module]:
+                names.add(name.strip().split(" ")[0].split(".")[0])
+    return names
+
+
+def test_code_size_counts_statements_and_every_def():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "x = 1\n\n# a comment\n\ndef f():\n    def g():\n        pass\n    return g"
+        ),
+        nbformat.v4.new_markdown_cell("def not_code():\n    pass"),
+        nbformat.v4.new_code_cell(
+            "%matplotlib inline\nclass A:\n    def m(self):\n        pass\n"
+            "    async def n(self):\n        pass\nf = lambda: 0  # no def\n"
+            "y = (1 +\n     2)"),
+        nbformat.v4.new_code_cell(
+            "REPO = os.environ.get('GDT_BOOK_REPO')\nimport json"),
+    ]
+    # x, def f, def g, pass, return | magic, class, def m, pass, def n, pass, f, y
+    assert code_size(nb) == (13, 4)
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import os, json as j\nfrom platform import node\n"
+            "from lib.settings import full_mode"
+        )
+    )
+    assert imported_modules(nb) == {"os", "json", "platform", "lib"}
+
+
+def test_chapters_stay_within_the_code_budget():
+    sizes = {p.relative_to(ROOT).as_posix(): code_size(_read(p)) for p in TOC_NOTEBOOKS}
+    lines = sum(n for n, _ in sizes.values())
+    defs = sum(k for _, k in sizes.values())
+    per_chapter = "; ".join(f"{name}: {n}, {k} defs" for name, (n, k) in sizes.items())
+    assert lines <= CODE_LINE_BUDGET and defs <= DEF_BUDGET, (
+        f"the chapters hold {lines} statements (budget {CODE_LINE_BUDGET}) and {defs} "
+        f"defs (budget {DEF_BUDGET}); move helpers into lib with tests. Per chapter: "
+        f"{per_chapter}"
+    )
+
+
+def test_no_chapter_handles_records_with_json_or_platform():
+    offenders = {
+        p.relative_to(ROOT).as_posix(): sorted(
+            imported_modules(_read(p)) & {"json", "platform"}
+        )
+        for p in TOC_NOTEBOOKS
+    }
+    offenders = {name: mods for name, mods in offenders.items() if mods}
+    assert not offenders, f"chapters import {offenders}; use lib.records for records"

@@ -67,7 +67,7 @@ def test_gaussian_rule(tmp_path, only_s, only_g, p, verdict):
 
 
 def test_missing_records_and_fields_are_not_testable(tmp_path):
-    (tmp_path / "imdb_full.json").write_text(json.dumps({"runs": {}}))
+    (tmp_path / "imdb_sgd.json").write_text(json.dumps({"jobs": []}))
     found = claims(tmp_path)
     assert all(c.verdict == "not testable here" for c in found)
     imdb = next(c for c in found if c.claim.startswith("IMDb"))
@@ -82,6 +82,33 @@ def test_real_task_rule(tmp_path):
             "gaussian": {"test_acc": [[0.5, 0.8]], "test_loss": [[0.7, 0.5]]},
         },
     }
-    (tmp_path / "imdb_full.json").write_text(json.dumps(rec))
+    (tmp_path / "pathfinder_full.json").write_text(json.dumps(rec))
+    found = next(c for c in claims(tmp_path) if c.claim.startswith("Pathfinder"))
+    assert found.verdict == "reproduced" and "0.800" in found.evidence
+
+
+def _imdb_record(gap_final: float, gap_early: float) -> dict:
+    """Three paired seeds; the Gaussian model is ahead by gap_early at the first
+    evaluation after step 0 and by gap_final at the end (noise +-0.002 by seed)."""
+    jobs = []
+    for seed, noise in enumerate((-0.002, 0.0, 0.002)):
+        for kernel, sign in (("softmax", 0.0), ("gaussian", 1.0)):
+            acc = [0.5, 0.6 + sign * gap_early + noise, 0.8 + sign * gap_final + noise]
+            jobs.append(dict(
+                kernel=kernel, lr=0.01, seed=seed, eval_steps=[0, 250, 3000],
+                test_acc=acc, test_loss=[0.7, 1.2 - acc[1], 1.2 - acc[2]],
+                full_test_acc=acc[2], full_test_loss=1.2 - acc[2]))
+    return {"settings": {"lr": 0.01}, "jobs": jobs}
+
+
+@pytest.mark.parametrize(
+    "gap_final, gap_early, verdict",
+    [(0.05, 0.05, "reproduced"), (0.05, 0.0, "reproduced with conditions"),
+     (0.0, 0.05, "not reproduced"), (-0.05, 0.05, "not reproduced")],
+)
+def test_imdb_rule(tmp_path, gap_final, gap_early, verdict):
+    rec = _imdb_record(gap_final, gap_early)
+    (tmp_path / "imdb_sgd.json").write_text(json.dumps(rec))
     imdb = next(c for c in claims(tmp_path) if c.claim.startswith("IMDb"))
-    assert imdb.verdict == "reproduced" and "0.800" in imdb.evidence
+    assert imdb.verdict == verdict, imdb.evidence
+    assert "3 paired seeds" in imdb.evidence
