@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             "complete": len(todo) == len(jobs(settings)),
         },
         settings=settings,
-        wall_seconds=sum(s["wall_seconds"] for s in sessions),
+        # From the tokenisation of the first session to the last job written (an
+        # interrupted session logs no time of its own).
+        wall_seconds=max(p.stat().st_mtime for p in work.glob("*_seed*.json"))
+        - data_path.stat().st_mtime,
         hardware=hw,
     )
     print(f"written {path}")
