@@ -30,6 +30,7 @@ from .validation import (
     check_int,
     check_positive_int,
     check_seed,
+    check_matches,
     check_tensor,
 )
 
@@ -298,15 +299,7 @@ class BatchedAttentionLayer(nn.Module):
             check_tensor(X, "X", shape=(None, None, self.D))
         else:
             check_tensor(X, "X", shape=(self.M, None, None, self.D))
-        if X.dtype != self.W_Q.dtype:
-            raise TypeError(
-                f"X has dtype {X.dtype} but the layer's weights are {self.W_Q.dtype};"
-                " convert X with .to()"
-            )
-        if X.device != self.W_Q.device:
-            raise ValueError(
-                f"X is on {X.device} but the layer's weights are on {self.W_Q.device}")
-        return X
+        return check_matches(X, "X", self.W_Q, "the layer's weights")
 
     def _use_broadcast(self, X: torch.Tensor) -> bool:
         if self.impl != "auto":

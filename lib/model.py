@@ -30,6 +30,7 @@ from .validation import (
     check_positive_float,
     check_positive_int,
     check_seed,
+    check_matches,
     check_tensor,
 )
 
@@ -268,15 +269,7 @@ class AttentionLayer(nn.Module):
     def _check_input(self, X: torch.Tensor) -> torch.Tensor:
         self._check_weights()
         check_tensor(X, "X", shape=(None, None, self.D), nonempty=True)
-        if X.dtype != self.W_Q.dtype:
-            raise TypeError(
-                f"X has dtype {X.dtype} but the layer's weights are {self.W_Q.dtype};"
-                " convert X with .to()"
-            )
-        if X.device != self.W_Q.device:
-            raise ValueError(
-                f"X is on {X.device} but the layer's weights are on {self.W_Q.device}")
-        return X
+        return check_matches(X, "X", self.W_Q, "the layer's weights")
 
     def attention(self, X: torch.Tensor) -> torch.Tensor:
         """Attention matrices of every head. X: (N, n, D) -> S: (N, H, n, n)."""

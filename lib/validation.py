@@ -30,6 +30,7 @@ __all__ = [
     "check_choice",
     "check_seed",
     "check_names",
+    "check_matches",
 ]
 
 #: Seeds are what torch.Generator.manual_seed and numpy accept alike: 0 <= seed < 2**32.
@@ -248,3 +249,17 @@ def check_names(
         raise ValueError(
             f"{what} must not repeat a name (the names must be distinct), got {names}")
     return names
+
+
+def check_matches(x: torch.Tensor, name: str, like: torch.Tensor,
+                  owner: str) -> torch.Tensor:
+    """``x`` must have the dtype and device of ``like`` (e.g. a layer's weights, named
+    ``owner`` in the message)."""
+    if x.dtype != like.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but {owner} are {like.dtype}; convert {name}"
+            " with .to()"
+        )
+    if x.device != like.device:
+        raise ValueError(f"{name} is on {x.device} but {owner} are on {like.device}")
+    return x

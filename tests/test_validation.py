@@ -242,3 +242,13 @@ def test_check_float_dtype_device_and_names():
         check_names(module, ["bias", "bias"])
     with pytest.raises(ValueError, match="at least one"):
         check_names(module, [])
+
+
+def test_check_matches_names_dtype_and_device():
+    from lib.validation import check_matches
+
+    w = torch.zeros(2, dtype=torch.float64)
+    assert check_matches(torch.ones(3, dtype=torch.float64), "X", w,
+                         "the weights").shape == (3, )
+    with pytest.raises(TypeError, match="X has dtype torch.float32 but the weights"):
+        check_matches(torch.ones(3), "X", w, "the weights")
