@@ -409,3 +409,15 @@ def test_no_chapter_handles_records_with_json_or_platform():
     }
     offenders = {name: mods for name, mods in offenders.items() if mods}
     assert not offenders, f"chapters import {offenders}; use lib.records for records"
+
+
+def test_readme_lists_every_lib_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## The library"):]
+    table = table[: table.index("\n## ", 3)]
+    missing = [
+        p.stem
+        for p in sorted((ROOT / "lib").glob("*.py"))
+        if p.stem != "__init__" and f"`lib.{p.stem}`" not in table
+    ]
+    assert not missing, f"README's module table lacks {missing}"
