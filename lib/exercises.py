@@ -326,14 +326,19 @@ def exercise_table(root: str | Path) -> str:
         "Chapter", "Exercise", "Kind", "Minutes", "Points", "lib used",
         "Chapter run time"
     ]
+    # A narrow page column: the table scrolls sideways instead of being clipped, and
+    # long library names break at their dots.
     out = [
-        "<table>", "<thead><tr>" + "".join(f"<th>{h}</th>"
-                                           for h in head) + "</tr></thead>", "<tbody>"
+        '<div style="overflow-x: auto">',
+        '<table style="font-size: 0.85em">', "<thead><tr>" + "".join(
+            f"<th>{h}</th>" for h in head) + "</tr></thead>", "<tbody>"
     ]
     for r in exercise_rows(root):
         title = re.sub(r"\$([^$]+)\$", r"\\(\1\\)", html.escape(r["exercise"]))
-        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in r["lib"]) or "none"
+        names = "<br>".join(
+            f"<code>{html.escape(n).replace('.', '.<wbr>')}</code>" for n in r["lib"]
+        ) or "none"
         run = f"{r['seconds']:.0f} s" if r["seconds"] is not None else "not run yet"
         cells = [r["chapter"], title, r["kind"], r["minutes"], r["points"], names, run]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return "\n".join(out + ["</tbody>", "</table>"])
+    return "\n".join(out + ["</tbody>", "</table>", "</div>"])

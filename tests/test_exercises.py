@@ -129,7 +129,7 @@ def test_lib_names_and_the_instructor_table(tmp_path):
     table = exercise_table(tmp_path)
     assert (
         "<td>0.1 T</td>" in table
-        and "<code>mod.foo</code>" in table
+        and "<code>mod.<wbr>foo</code>" in table
         and "12 s" in table
     )
 
