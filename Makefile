@@ -1,6 +1,7 @@
 # Build and test the book.
 #
-#   make book   build the HTML book into _build/html (jupyter-book executes every notebook);
+#   make book   build the HTML book into _build/html (nbval executes every notebook, then
+#               scripts/build_book.py builds from the executed copies, strictly);
 #               MathJax is fetched once from the npm registry (npm, pinned, checksum verified)
 #               into the build, so the pages need no network
 #   make test   pytest (unit tests + every notebook of _toc.yml via nbval, executed copies in
@@ -61,9 +62,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt -e .
 	touch $@
 
+# Executes every notebook with nbval (the same kernels as `make test`), then builds the HTML
+# from the executed copies (scripts/build_book.py: offline MathJax, strict, no second run).
 book: $(STAMP)
-	$(BIN)/python scripts/fetch_mathjax.py
-	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	$(BIN)/python -m pytest chapters $(PYTEST_ARGS)
+	$(BIN)/python scripts/build_book.py
 
 # Tests always run from cold: the result cache is neither read nor written.
 test: $(STAMP)
