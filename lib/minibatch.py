@@ -62,6 +62,7 @@ __all__ = [
     "EvalState",
     "OPTIMIZERS",
     "evaluate",
+    "learning_rate",
     "train_classifier",
     "run_seeds",
     "two_stage",
@@ -90,6 +91,10 @@ class MinibatchConfig:
     training samples
         at each evaluation (``train_loss_at_eval``, ``train_acc_at_eval``).
     grad_clip: clip the global gradient norm to this value (None: no clipping).
+    warmup_steps: raise the learning rate linearly from lr / warmup_steps to lr over
+    the first warmup_steps updates (0: constant from the start).
+    decay: "none" (constant after the warm-up) or "cosine" (after the warm-up, down
+    towards 0 at the last step along half a cosine).
     seed: seed of the batch order, of dropout and of the train-evaluation subset.
     progress: show a tqdm progress bar.
     on_failure: "warn" (stop, record the status, issue a RuntimeWarning) or "raise"
@@ -112,6 +117,8 @@ class MinibatchConfig:
     eval_batch_size: int = 512
     train_eval_size: int = 0
     grad_clip: float | None = None
+    warmup_steps: int = 0
+    decay: str = "none"
     seed: int = 0
     progress: bool = False
     on_failure: str = "warn"
@@ -146,6 +153,8 @@ class MinibatchConfig:
         check_positive_int(self.eval_every, "eval_every")
         check_positive_int(self.eval_batch_size, "eval_batch_size")
         check_int(self.train_eval_size, "train_eval_size", 0)
+        check_int(self.warmup_steps, "warmup_steps", 0)
+        check_choice(self.decay, "decay", ["none", "cosine"])
         if self.grad_clip is not None:
             self.grad_clip = check_positive_float(self.grad_clip, "grad_clip")
         check_seed(self.seed)
@@ -362,6 +371,18 @@ class _BatchStream:
         return idx
 
 
+def learning_rate(config: MinibatchConfig, step: int) -> float:
+    """The learning rate of update ``step`` (0-based) under ``config``'s warm-up
+    and decay."""
+    lr, warm = config.lr, config.warmup_steps
+    if step < warm:
+        return lr * (step + 1) / warm
+    if config.decay == "cosine":
+        span = max(config.steps - warm, 1)
+        return 0.5 * lr * (1 + math.cos(math.pi * min(step - warm, span) / span))
+    return lr
+
+
 def _make_optimizer(config: MinibatchConfig,
                     params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
@@ -419,6 +440,7 @@ def train_classifier(
 
     history = ClassifierHistory(config=config)
     optimizer = _make_optimizer(config, params)
+    scheduled = config.warmup_steps > 0 or config.decay != "none"
     stream = _BatchStream(N, config.batch_size,
                           torch.Generator().manual_seed(config.seed))
     train_eval = None
@@ -508,6 +530,9 @@ def train_classifier(
                     scale = config.grad_clip / (gnorm + 1e-12)
                     for g in grads:
                         g.mul_(scale)
+                if scheduled:
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(config, step)
                 optimizer.step()
     finally:
         model.train(was_training)

@@ -73,10 +73,21 @@ class PathfinderData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def as_sequences(self) -> torch.Tensor:
-        """The images as pixel sequences in row-major order: (N, resolution**2,
-        1) float32."""
-        return self.images.reshape(len(self), -1, 1)
+    def as_sequences(self, patch: int = 1) -> torch.Tensor:
+        """The images as token sequences in row-major order.
+
+        patch = 1: one token per pixel, (N, resolution**2, 1) float32 (as in the Long
+        Range Arena). patch = p > 1: one token per p x p square of pixels (as in a
+        vision Transformer), its pixels in row-major order: (N, (resolution / p)**2,
+        p * p); p must divide the resolution.
+        """
+        p = check_int(patch, "patch", 1, self.resolution)
+        if self.resolution % p:
+            raise ValueError(
+                f"patch must divide the resolution {self.resolution}, got {p}")
+        n, g = len(self), self.resolution // p
+        tiles = self.images.reshape(n, g, p, g, p).permute(0, 1, 3, 2, 4)
+        return tiles.reshape(n, g * g, p * p)
 
     def __repr__(self) -> str:
         return (

@@ -35,6 +35,11 @@ __all__ = [
     "load_record",
     "settings_differences",
     "run_curves",
+    "jobs_dir",
+    "carry_jobs",
+    "jobs_wall_time",
+    "run_jobs",
+    "write_json_atomic",
 ]
 
 RECORDS_ENV = "GDT_RECORDS_DIR"
@@ -220,3 +225,94 @@ def run_curves(record: Mapping[str, Any], kernels, keys=("test_acc", "test_loss"
             curves[kernel] = np.array([r[key] for r in runs], dtype=float)
         out.append(curves)
     return (np.array(grid), *out)
+
+
+# ------------------------------------------------------------- resumable job runs
+def jobs_dir(name: str, quick: bool = False) -> Path:
+    """Where a record script keeps its finished jobs: ``<repository>/.cache/records/
+    <name>`` (``_quick`` appended for smoke tests); a clean of ``_build`` keeps it."""
+    record_path(name)  # checks the name
+    root = repository_root() or Path(__file__).resolve().parent.parent
+    path = root / ".cache" / "records" / (name + ("_quick" if quick else ""))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def carry_jobs(name: str, settings: Mapping[str, Any], work: Path, job_name) -> dict:
+    """Seed ``work`` with the finished jobs of the committed record ``name`` (if it
+    was made with ``settings``), once: a fresh clone resumes where the record ended.
+
+    job_name: job dict -> file stem. Returns (and stores in ``work/carried.json``)
+    ``{"jobs": [stems carried], "wall_seconds": the record's wall time}``.
+    """
+    marker = Path(work) / "carried.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    try:
+        record = load_record(name, settings=settings)
+    except (FileNotFoundError, ValueError):
+        carried = {"jobs": [], "wall_seconds": 0.0}
+    else:
+        stems = []
+        for job in record["jobs"]:
+            path = Path(work) / f"{job_name(job)}.json"
+            if not path.exists():
+                path.write_text(json.dumps(job) + "\n")
+                stems.append(job_name(job))
+        carried = {"jobs": stems, "wall_seconds": record["wall_seconds"]}
+    marker.write_text(json.dumps(carried) + "\n")
+    return carried
+
+
+def jobs_wall_time(work: Path, start_file: Path, carried: Mapping[str, Any],
+                   stems: list[str]) -> float:
+    """Wall time of a record made in ``work``: the carried record's, plus the time
+    from ``start_file`` (written when the first session began) to the last job file
+    (of ``stems``) written here (an interrupted session logs no time of its own)."""
+    skip = set(carried.get("jobs", []))
+    ran = [Path(work) / f"{s}.json" for s in stems if s not in skip]
+    ran = [p for p in ran if p.exists()]
+    begin = Path(start_file).stat().st_mtime
+    end = max((p.stat().st_mtime for p in ran), default=begin)
+    return float(carried.get("wall_seconds", 0.0)) + max(end - begin, 0.0)
+
+
+def run_jobs(jobs: list[dict], run_job, work: Path, job_name, *, workers: int = 2,
+             describe=None, **kwargs) -> list[dict]:
+    """Run the jobs of ``jobs`` that have no file in ``work`` yet, ``workers`` at a
+    time (joblib's process pool), with a progress bar; return every job's result.
+
+    run_job(job, out_path=..., **kwargs) must write the job's result (a dict) as JSON
+    to ``out_path`` atomically and return it. describe(result) -> str prints a line
+    per finished job. Appends {"jobs_run", "wall_seconds"} to ``work/sessions.json``.
+    """
+    import sys
+    import time
+
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    work = Path(work)
+    pending = [j for j in jobs if not (work / f"{job_name(j)}.json").exists()]
+    print(f"{len(jobs)} jobs, {len(jobs) - len(pending)} already done, {len(pending)}"
+          f" to run on {workers} worker(s)", flush=True)
+    start = time.perf_counter()
+    tasks = (delayed(run_job)(j, out_path=work / f"{job_name(j)}.json", **kwargs)
+             for j in pending)
+    results = Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
+    for r in tqdm(results, total=len(pending), desc="jobs", file=sys.stdout):
+        if describe is not None:
+            tqdm.write(describe(r))
+    log = work / "sessions.json"
+    sessions = (json.loads(log.read_text()) if log.exists() else []) + [
+        {"jobs_run": len(pending), "wall_seconds": time.perf_counter() - start}]
+    log.write_text(json.dumps(sessions) + "\n")
+    return [json.loads((work / f"{job_name(j)}.json").read_text()) for j in jobs]
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary file (never half a
+    file)."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(value) + "\n")
+    tmp.replace(path)

@@ -40,7 +40,8 @@ import lib  # noqa: E402
 import lib.minibatch as minibatch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.imdb import imdb_tensors, load_imdb  # noqa: E402
-from lib.records import hardware_info, load_record, save_record  # noqa: E402
+from lib.records import (carry_jobs, hardware_info, jobs_dir, jobs_wall_time,  # noqa: E402
+                         run_jobs, save_record, write_json_atomic)  # noqa: E402
 from lib.settings import repository_root  # noqa: E402
 
 NAME = "imdb_sgd"
@@ -138,7 +139,7 @@ def prepare_data(settings: dict, path: Path) -> None:
     )
 
 
-def run_job(job: dict, settings: dict, data_path: Path, out_path: Path) -> dict:
+def run_job(job: dict, *, settings: dict, data_path: Path, out_path: Path) -> dict:
     """Train one model (one thread) and write its result to ``out_path``."""
     torch.set_num_threads(1)
     d = torch.load(data_path)
@@ -221,49 +222,17 @@ def run_job(job: dict, settings: dict, data_path: Path, out_path: Path) -> dict:
         wall_seconds=time.perf_counter() - start,
         hardware=hardware_info(),
     )
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result) + "\n")
-    tmp.replace(out_path)
+    write_json_atomic(out_path, result)
     return result
 
 
-def carry_from_record(settings: dict, work: Path) -> dict:
-    """Write the jobs of the committed record (if made with ``settings``) into
-    ``work``; return their names and the record's wall time."""
-    try:
-        record = load_record(NAME, settings=settings)
-    except (FileNotFoundError, ValueError):
-        return {"jobs": [], "wall_seconds": 0.0}
-    names = []
-    for job in record["jobs"]:
-        path = work / f"{job_name(job)}.json"
-        if not path.exists():
-            path.write_text(json.dumps(job) + "\n")
-            names.append(job_name(job))
-    print(f"{len(names)} finished jobs taken from the committed record", flush=True)
-    return {"jobs": names, "wall_seconds": record["wall_seconds"]}
-
-
-def wall_time(work: Path, data_path: Path, prior: dict) -> float:
-    """The record's wall time so far: that of the committed record the jobs were
-    carried from, plus the time from this folder's tokenisation to its last job
-    written (an interrupted session logs no time of its own)."""
-    carried = set(prior.get("jobs", []))
-    ran = [p for p in work.glob("*_seed*.json") if p.stem not in carried]
-    since = max((p.stat().st_mtime for p in ran), default=data_path.stat().st_mtime)
-    return prior.get("wall_seconds", 0.0) + since - data_path.stat().st_mtime
-
-
 def main(argv: list[str] | None = None) -> int:
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes (one thread each)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="tiny smoke test, written to _build only"
+        "--quick", action="store_true", help="tiny smoke test (not recorded)"
     )
     parser.add_argument(
         "--collect",
@@ -275,60 +244,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else SETTINGS
-    root = repository_root() or Path(__file__).resolve().parents[1]
-    work = root / ".cache" / "records" / (NAME + ("_quick" if args.quick else ""))
-    work.mkdir(parents=True, exist_ok=True)
-    carried = work / "carried.json"
-    if not args.quick and not carried.exists():
-        carried.write_text(json.dumps(carry_from_record(settings, work)) + "\n")
-    prior = json.loads(carried.read_text()) if carried.exists() else {}
+    work = jobs_dir(NAME, quick=args.quick)
     (work / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    carried = {} if args.quick else carry_jobs(NAME, settings, work, job_name)
     data_path = work / "tensors.pt"
     if not data_path.exists():
         print("tokenising the reviews ...", flush=True)
         prepare_data(settings, data_path)
     todo = jobs(settings)
     n_main = len(settings["seeds"]) * len(settings["kernels"])
-    pending = [j for j in todo if not (work / f"{job_name(j)}.json").exists()]
     if args.collect:
-        if any(j in pending for j in todo[:n_main]):
+        done = [j for j in todo if (work / f"{job_name(j)}.json").exists()]
+        if len(done) < n_main or done[:n_main] != todo[:n_main]:
             raise SystemExit(
-                "the main comparison is not complete; run without --collect first"
-            )
-        todo, pending = [j for j in todo if j not in pending], []
-    print(
-        f"{len(todo)} jobs, {len(todo) - len(pending)} already done, {len(pending)} to"
-        f" run on {args.workers} worker(s)",
-        flush=True,
-    )
-    start = time.perf_counter()
-    tasks = (
-        delayed(run_job)(j, settings, data_path, work / f"{job_name(j)}.json")
-        for j in pending
-    )
-    results = Parallel(n_jobs=args.workers, return_as="generator_unordered")(tasks)
-    for r in tqdm(results, total=len(pending), desc="jobs", file=sys.stdout):
-        tqdm.write(
+                "the main comparison is not complete; run without --collect first")
+        todo = done
+    results = run_jobs(
+        todo, run_job, work, job_name, workers=args.workers, settings=settings,
+        data_path=data_path, describe=lambda r: (
             f"{job_name(r)}: full test acc {r['full_test_acc']:.4f},"
-            f" {r['wall_seconds']:.0f} s"
-        )
-    session = time.perf_counter() - start
-    done = [json.loads((work / f"{job_name(j)}.json").read_text()) for j in todo]
-    log = work / "sessions.json"
-    sessions = (json.loads(log.read_text()) if log.exists() else []) + [
-        {"jobs_run": len(pending), "wall_seconds": session}
-    ]
-    log.write_text(json.dumps(sessions) + "\n")
+            f" {r['wall_seconds']:.0f} s"))
+    sessions = json.loads((work / "sessions.json").read_text())
     if args.quick:
-        print(f"quick run done in {session:.0f} s (not recorded)")
+        print(f"quick run done in {sessions[-1]['wall_seconds']:.0f} s (not recorded)")
         return 0
     d = torch.load(data_path)
-    hw = done[0]["hardware"]
-    hw.update(workers=args.workers, threads_per_worker=1)
+    hw = dict(results[0]["hardware"], workers=args.workers, threads_per_worker=1)
     path = save_record(
         NAME,
         {
-            "jobs": done,
+            "jobs": results,
             "sessions": sessions,
             "n_train": len(d["y_train"]),
             "n_test": len(d["y_test"]),
@@ -336,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             "complete": len(todo) == len(jobs(settings)),
         },
         settings=settings,
-        wall_seconds=wall_time(work, data_path, prior),
+        wall_seconds=jobs_wall_time(work, data_path, carried,
+                                    [job_name(j) for j in todo]),
         hardware=hw,
     )
     print(f"written {path}")

@@ -13,6 +13,7 @@ from lib.minibatch import (
     MinibatchConfig,
     _BatchStream,
     evaluate,
+    learning_rate,
     run_seeds,
     train_classifier,
     two_stage,
@@ -194,6 +195,37 @@ def test_grad_clip_bounds_the_update():
     step = torch.sqrt(
         sum(((p.detach() - q)**2).sum() for p, q in zip(model.parameters(), before)))
     assert history.grad_norm[0] > 1e-3 and abs(float(step) - 1e-3) < 1e-6
+
+
+def test_learning_rate_warmup_and_cosine_decay():
+    flat = MinibatchConfig(lr=0.1, steps=10)
+    assert [learning_rate(flat, t) for t in (0, 5, 9)] == [0.1, 0.1, 0.1]
+    warm = MinibatchConfig(lr=0.1, steps=10, warmup_steps=4)
+    assert [learning_rate(warm, t) for t in range(5)] == pytest.approx(
+        [0.025, 0.05, 0.075, 0.1, 0.1])
+    cos = MinibatchConfig(lr=0.1, steps=10, warmup_steps=2, decay="cosine")
+    assert learning_rate(cos, 2) == pytest.approx(0.1)
+    assert learning_rate(cos, 6) == pytest.approx(0.05)  # half way: half the rate
+    lrs = [learning_rate(cos, t) for t in range(2, 10)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.01
+    for bad in (dict(warmup_steps=-1), dict(warmup_steps=1.5), dict(decay="linear")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            MinibatchConfig(**bad)
+
+
+def test_warmup_scales_the_first_update():
+    # SGD without momentum: the first update is lr * gradient, so a warm-up of 4
+    # steps makes it a quarter of the plain one.
+    X, y = token_problem(32)
+    moves = []
+    for warm in (0, 4):
+        model = make_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        train_classifier(model, (X, y), (X, y), lr=0.5, steps=1, batch_size=32,
+                         warmup_steps=warm)
+        moves.append(torch.sqrt(sum(((p.detach() - q)**2).sum()
+                                    for p, q in zip(model.parameters(), before))))
+    assert float(moves[1]) == pytest.approx(float(moves[0]) / 4, rel=1e-4)
 
 
 def test_callbacks_and_device_argument():

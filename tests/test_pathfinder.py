@@ -48,6 +48,22 @@ def test_shapes_types_values(data32):
     assert "N=400" in repr(data32)
 
 
+def test_patch_sequences(data32):
+    n = len(data32)
+    patches = data32.as_sequences(patch=4)
+    assert patches.shape == (n, 64, 16)
+    # token t = 8 * (row block) + (column block); inside it, row-major pixels
+    for t, (i, j, k) in enumerate([(0, 0, 0), (0, 5, 7), (1, 2, 3)]):
+        token = 8 * i + j
+        assert torch.equal(patches[:, token, 4 * (k // 4) + k % 4],
+                           data32.images[:, 4 * i + k // 4, 4 * j + k % 4])
+    assert torch.equal(patches.sum((1, 2)), data32.images.sum((1, 2)))
+    assert torch.equal(data32.as_sequences(patch=1), data32.as_sequences())
+    for bad in (3, 0, 64, 2.0):
+        with pytest.raises((ValueError, TypeError), match="patch"):
+            data32.as_sequences(patch=bad)
+
+
 def test_exact_balance():
     assert make_pathfinder(200, seed=1).labels.sum().item() == 100
     assert make_pathfinder(7, seed=1).labels.sum().item() == 3

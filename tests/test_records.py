@@ -86,3 +86,58 @@ def test_run_curves():
     record["eval_steps"] = [0, 20]
     with pytest.raises(ValueError, match="eval_steps"):
         records.run_curves(record, ["a"])
+
+
+def _square_job(job, *, out_path, offset):
+    result = dict(job, value=job["x"] ** 2 + offset)
+    records.write_json_atomic(out_path, result)
+    return result
+
+
+def _stem(job):
+    return f"x{job['x']}"
+
+
+def test_resumable_jobs_carry_run_and_time(tmp_records, tmp_path, capsys):
+    import os
+
+    work = tmp_path / "work"
+    work.mkdir()
+    settings = {"n": 3}
+    # The committed record holds x = 0; a fresh work folder starts from it, once.
+    records.save_record("jobs_demo", {"jobs": [{"x": 0, "value": 100}]},
+                        settings=settings, wall_seconds=50.0)
+    carried = records.carry_jobs("jobs_demo", settings, work, _stem)
+    assert carried == {"jobs": ["x0"], "wall_seconds": 50.0}
+    assert records.carry_jobs("jobs_demo", {"n": 4}, work, _stem) == carried  # once
+    start = work / "start"
+    start.write_text("")
+    jobs = [{"x": x} for x in range(3)]
+    out = records.run_jobs(jobs, _square_job, work, _stem, workers=1, offset=1)
+    # x = 0 was not rerun (its carried value stays); the others ran
+    assert [r["value"] for r in out] == [100, 2, 5]
+    assert "3 jobs, 1 already done, 2 to run" in capsys.readouterr().out
+    again = records.run_jobs(jobs, _square_job, work, _stem, workers=1, offset=7)
+    assert again == out  # nothing left to run
+    sessions = json.loads((work / "sessions.json").read_text())
+    assert [s["jobs_run"] for s in sessions] == [2, 0]
+    t0 = start.stat().st_mtime
+    os.utime(work / "x0.json", (t0 + 500, t0 + 500))  # carried: not counted
+    os.utime(work / "x1.json", (t0 + 10, t0 + 10))
+    os.utime(work / "x2.json", (t0 + 20, t0 + 20))
+    stems = [_stem(j) for j in jobs]
+    assert records.jobs_wall_time(work, start, carried, stems) == pytest.approx(70.0)
+    # No committed record with these settings: nothing is carried.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert records.carry_jobs("jobs_demo", {"n": 4}, other, _stem) == {
+        "jobs": [], "wall_seconds": 0.0}
+
+def test_jobs_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "repository_root", lambda: tmp_path)
+    path = records.jobs_dir("jobs_demo", quick=True)
+    assert path == tmp_path / ".cache" / "records" / "jobs_demo_quick" and path.is_dir()
+    with pytest.raises(ValueError, match="name"):
+        records.jobs_dir("../x")
+    with pytest.raises(ValueError, match="name"):
+        records.jobs_dir("../x")
