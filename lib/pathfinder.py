@@ -42,9 +42,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .validation import check_int, check_number, check_seed
+from .validation import check_choice, check_int, check_number, check_seed
 
-__all__ = ["PathfinderData", "make_pathfinder"]
+__all__ = ["DIFFICULTIES", "PathfinderData", "make_pathfinder"]
+
+# The difficulty knob: path length, distractors and gaps (defaults of make_pathfinder,
+# as multiples of s = resolution / 32), after the original task's versions that differ
+# in contour length. "hard" is the Long Range Arena-like default.
+DIFFICULTIES = {
+    "easy": dict(path_length=12, num_distractors=0, gap_length=0),
+    "medium": dict(path_length=20, num_distractors=0, gap_length=0),
+    "hard": dict(path_length=24, num_distractors=2, gap_length=1),
+}
 
 _CHUNK = 4096  # images generated at once (bounds the memory of the vectorised steps)
 _MIN_RESOLUTION = 16
@@ -304,6 +313,7 @@ def make_pathfinder(
     *,
     resolution: int = 32,
     seed: int = 0,
+    difficulty: str = "hard",
     num_distractors: int | None = None,
     path_length: int | None = None,
     distractor_length: int | None = None,
@@ -325,6 +335,9 @@ def make_pathfinder(
     Defaults scale with ``s = resolution / 32``: ``path_length = round(24 s)``,
     ``distractor_length = round(10 s)``, ``num_distractors = round(2 s)``,
     ``dash_length = round(3 s)``, ``gap_length = round(s)`` (at least 1),
+    for ``difficulty="hard"``; ``"medium"`` and ``"easy"`` shorten the main curves to
+    ``round(20 s)`` and ``round(12 s)`` pixels and draw them solid (``gap_length=0``)
+    without distractors (``DIFFICULTIES``; an explicit argument overrides them);
     ``marker_radius = 1.5 max(s, 1)`` (a 3x3 disc at 32x32 and below: smaller discs
     would look like line pixels);
     ``curvature`` is the standard deviation (radians) of the turn per pixel at 32x32
@@ -345,8 +358,9 @@ def make_pathfinder(
     res = check_int(resolution, "resolution", _MIN_RESOLUTION)
     seed = check_seed(seed)
     s = res / 32
+    knob = DIFFICULTIES[check_choice(difficulty, "difficulty", list(DIFFICULTIES))]
     if num_distractors is None:
-        num_distractors = round(2 * s)
+        num_distractors = round(knob["num_distractors"] * s)
     num_distractors = check_int(num_distractors, "num_distractors", 0, 64)
     marker_radius = check_number(
         1.5 * max(s, 1.0) if marker_radius is None else marker_radius, "marker_radius",
@@ -356,12 +370,14 @@ def make_pathfinder(
     dash_length = check_int(
         max(1, round(3 * s)) if dash_length is None else dash_length, "dash_length", 1)
     gap_length = check_int(
-        max(1, round(s)) if gap_length is None else gap_length, "gap_length", 0,
+        (max(1, round(s)) if knob["gap_length"] else 0) if gap_length is None
+        else gap_length, "gap_length", 0,
         res // 4)
     bridge = (gap_length + 1) // 2  # ceil(gap / 2)
     sep = 2 * bridge + 2
     path_length = check_int(
-        round(24 * s) if path_length is None else path_length, "path_length", 3,
+        round(knob["path_length"] * s) if path_length is None else path_length,
+        "path_length", 3,
         2 * inner)
     distractor_length = check_int(
         round(10 * s) if distractor_length is None else distractor_length,

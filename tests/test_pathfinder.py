@@ -220,3 +220,26 @@ def test_markers_are_3x3_discs_at_16x16():
     assert np.array_equal(connected, data.labels.numpy().astype(bool))
     assert np.array_equal(counts, data.num_paths.numpy())
 
+
+
+def test_difficulty_knob():
+    from lib.pathfinder_checks import flood_fill_labels
+
+    hard = make_pathfinder(60, resolution=16, seed=3)
+    assert torch.equal(hard.images,
+                       make_pathfinder(60, resolution=16, seed=3,
+                                       difficulty="hard").images)
+    for name, length in (("easy", 6), ("medium", 10)):
+        data = make_pathfinder(300, resolution=16, seed=3, difficulty=name)
+        assert (data.num_paths == 2).all() and data.bridge_radius == 0  # solid lines
+        assert data.labels.sum() == 150
+        assert (flood_fill_labels(data) == data.labels.numpy()).all()
+        # explicit arguments override the preset
+        more = make_pathfinder(50, resolution=16, seed=3, difficulty=name,
+                               num_distractors=1, path_length=length + 1)
+        assert (more.num_paths <= 3).all()
+    easy = make_pathfinder(300, resolution=16, seed=3, difficulty="easy")
+    ink_easy = easy.images.sum((1, 2)).mean()
+    assert ink_easy < hard.images.sum((1, 2)).mean()
+    with pytest.raises(ValueError, match="difficulty"):
+        make_pathfinder(10, resolution=16, difficulty="trivial")
