@@ -7,7 +7,9 @@ seeds, SGD.
 
 One command, resumable: every job (kernel, learning rate, seed) is an independent
 process with one torch thread (joblib's process pool); a finished job writes
-``_build/records/imdb_sgd/<job>.json`` and is skipped when the command runs again. When
+``.cache/records/imdb_sgd/<job>.json`` (a folder that ``make clean`` keeps) and is
+skipped when the command runs again; when that folder is missing, the jobs of the
+committed record (same settings) are taken from it, so a fresh clone resumes too. When
 every job is done, the record
 ``chapters/recorded/imdb_sgd.json`` (``lib.records``) holds the settings, the hardware,
 the wall time and, per job, the test curves (a fixed class-balanced subset of the test
@@ -38,7 +40,7 @@ import lib  # noqa: E402
 import lib.minibatch as minibatch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.imdb import imdb_tensors, load_imdb  # noqa: E402
-from lib.records import hardware_info, save_record  # noqa: E402
+from lib.records import hardware_info, load_record, save_record  # noqa: E402
 from lib.settings import repository_root  # noqa: E402
 
 NAME = "imdb_sgd"
@@ -225,6 +227,33 @@ def run_job(job: dict, settings: dict, data_path: Path, out_path: Path) -> dict:
     return result
 
 
+def carry_from_record(settings: dict, work: Path) -> dict:
+    """Write the jobs of the committed record (if made with ``settings``) into
+    ``work``; return their names and the record's wall time."""
+    try:
+        record = load_record(NAME, settings=settings)
+    except (FileNotFoundError, ValueError):
+        return {"jobs": [], "wall_seconds": 0.0}
+    names = []
+    for job in record["jobs"]:
+        path = work / f"{job_name(job)}.json"
+        if not path.exists():
+            path.write_text(json.dumps(job) + "\n")
+            names.append(job_name(job))
+    print(f"{len(names)} finished jobs taken from the committed record", flush=True)
+    return {"jobs": names, "wall_seconds": record["wall_seconds"]}
+
+
+def wall_time(work: Path, data_path: Path, prior: dict) -> float:
+    """The record's wall time so far: that of the committed record the jobs were
+    carried from, plus the time from this folder's tokenisation to its last job
+    written (an interrupted session logs no time of its own)."""
+    carried = set(prior.get("jobs", []))
+    ran = [p for p in work.glob("*_seed*.json") if p.stem not in carried]
+    since = max((p.stat().st_mtime for p in ran), default=data_path.stat().st_mtime)
+    return prior.get("wall_seconds", 0.0) + since - data_path.stat().st_mtime
+
+
 def main(argv: list[str] | None = None) -> int:
     from joblib import Parallel, delayed
     from tqdm import tqdm
@@ -247,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else SETTINGS
     root = repository_root() or Path(__file__).resolve().parents[1]
-    work = root / "_build" / "records" / (NAME + ("_quick" if args.quick else ""))
+    work = root / ".cache" / "records" / (NAME + ("_quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
+    carried = work / "carried.json"
+    if not args.quick and not carried.exists():
+        carried.write_text(json.dumps(carry_from_record(settings, work)) + "\n")
+    prior = json.loads(carried.read_text()) if carried.exists() else {}
     (work / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     data_path = work / "tensors.pt"
     if not data_path.exists():
@@ -303,10 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "complete": len(todo) == len(jobs(settings)),
         },
         settings=settings,
-        # From the tokenisation of the first session to the last job written (an
-        # interrupted session logs no time of its own).
-        wall_seconds=max(p.stat().st_mtime for p in work.glob("*_seed*.json"))
-        - data_path.stat().st_mtime,
+        wall_seconds=wall_time(work, data_path, prior),
         hardware=hw,
     )
     print(f"written {path}")
