@@ -49,6 +49,7 @@ __all__ = [
     "point_kind",
     "spurious_minima",
     "explore_slice",
+    "explore_slice_widgets",
     "two_dim_layer",
 ]
 
@@ -389,6 +390,27 @@ def explore_slice(
     ax.set_ylabel("$w_2$")
     ax.grid(False)
     return fig
+
+
+def explore_slice_widgets() -> dict:
+    """The live explorer's controls, one ``ipywidgets`` control per argument of
+    ``explore_slice``: {keyword: widget} for ``lib.explorer.live_explorer``."""
+    import ipywidgets as widgets
+
+    from .plotting import KERNEL_LABELS
+
+    def slider(value, low, high, step, description):
+        return widgets.FloatSlider(value=value, min=low, max=high, step=step,
+                                   description=description)
+
+    return {
+        "kernel": widgets.Dropdown(options=[(KERNEL_LABELS[k], k) for k in _KERNELS],
+                                   value="softmax"),
+        "h": slider(H_SKEW, 0.0, 0.8, 0.05, "skew h"),
+        "t_star": slider(T_STAR, 0.5, 3.0, 0.1, "teacher t*"),
+        "w1_start": slider(-2.5, -4.0, 4.0, 0.1, "start w1"),
+        "w2_start": slider(0.5, -4.0, 4.0, 0.1, "start w2"),
+    }
 
 
 def two_dim_layer(

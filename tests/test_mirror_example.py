@@ -17,6 +17,7 @@ from lib.mirror_example import (  # noqa: E402
     check_point,
     example_inputs,
     explore_slice,
+    explore_slice_widgets,
     phi,
     point_kind,
     separable_loss_error,
@@ -108,3 +109,14 @@ def test_scalar_problem_and_closed_form():
         scalar_problem("relu", 0, device="cpu")
     with pytest.raises((ValueError, TypeError), match="seed"):
         scalar_problem("softmax", 1.5, device="cpu")
+
+
+def test_explore_slice_widgets_match_the_figure():
+    import inspect
+
+    controls = explore_slice_widgets()
+    params = inspect.signature(explore_slice).parameters
+    assert list(controls) == list(params)
+    for name, widget in controls.items():  # each control starts at the default
+        assert widget.value == params[name].default, name
+    assert controls["h"].min == 0.0 and controls["h"].max == 0.8
