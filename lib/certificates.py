@@ -14,6 +14,7 @@ every model of a batched layer (the constant of the theorem on wide problems).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -21,7 +22,12 @@ from .attention import default_gamma
 from .batched import BatchedAttentionLayer
 from .validation import check_choice
 
-__all__ = ["row_jacobian", "row_certificates", "model_certificates"]
+__all__ = [
+    "row_jacobian",
+    "row_certificates",
+    "model_certificates",
+    "wide_inequality_ratios",
+]
 
 
 def row_jacobian(
@@ -75,3 +81,48 @@ def model_certificates(model: BatchedAttentionLayer, X: torch.Tensor) -> torch.T
     K = torch.einsum("mbnD,mDd->mbnd", Xb, model.W_K[:, 0])
     S = model.attention(Xb)[:, :, 0]
     return row_certificates(Q, K, S, model.kernel, model.gamma).amin(dim=(1, 2))
+
+
+# --- the theorem's inequality measured at random weights (the chapter's check) ---
+
+
+def wide_inequality_ratios(
+    kernels: Sequence[str],
+    sizes: Sequence[tuple[int, int, int]],
+    scales: Sequence[float],
+    M: int,
+    generator: torch.Generator,
+    device: str | torch.device | None = None,
+) -> tuple[list[float], float]:
+    """The ratios ||grad f|| / (sigma_min(X) c f / sqrt(N n)) of the theorem on wide
+    problems, which it says are >= 1.
+
+    For every kernel, size (N, n, D) and scale: M problems of
+    ``lib.data.batched_teacher_problems`` (W_Q trained) with W_Q drawn as
+    scale * N(0, 1) / sqrt(D) from ``generator`` (consumed in that order). Returns
+    (all M * len(kernels) * len(sizes) * len(scales) ratios, the smallest Softmax
+    constant c seen; inf if no Softmax kernel).
+    """
+    from .data import batched_teacher_problems
+
+    ratios, c_soft_min = [], float("inf")
+    for kernel in kernels:
+        check_choice(kernel, "kernel", ("softmax", "gaussian"))
+        for N, n, D in sizes:
+            student, _, X, Y = batched_teacher_problems(
+                kernel, N, n, D, ("W_Q",), M, device=device
+            )
+            sigma = torch.linalg.svdvals(X.reshape(M, N * n, D))[:, -1]
+            for scale in scales:
+                with torch.no_grad():
+                    draw = torch.randn(student.W_Q.shape, generator=generator,
+                                       dtype=torch.float64)
+                    student.W_Q.copy_(scale * draw / math.sqrt(D))
+                loss = 0.5 * ((student(X) - Y) ** 2).sum(dim=(1, 2, 3)) / N
+                grad = torch.autograd.grad(loss.sum(), student.W_Q)[0]
+                grad = grad.flatten(1).norm(dim=1)
+                c = model_certificates(student, X)
+                if kernel == "softmax":
+                    c_soft_min = min(c_soft_min, c.min().item())
+                ratios += (grad / (sigma * c * loss / math.sqrt(N * n))).tolist()
+    return ratios, c_soft_min

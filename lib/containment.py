@@ -17,6 +17,9 @@ G:
   estimate of the Lipschitz constant on a ball (the supremum of the derivative norm
   there);
 * ``attention_gradient_ratio``: ||grad_a f|| / sqrt(f) at the current weights.
+
+``measured_containment`` evaluates the condition on recorded runs and
+``containment_report`` describes the result in three lines.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "containment_ratio",
     "measured_containment",
     "containment_at_init",
+    "containment_report",
 ]
 
 
@@ -188,3 +192,23 @@ def containment_at_init(
         model, X, Y
     )
     return containment_ratio(lam0, f0, 1.0, lip, G, N)["ratio"]
+
+
+# ------------------------------------------------------------ the printed summary
+def containment_report(measured: dict, label: str) -> str:
+    """Three lines on ``measured_containment``: the ratio of the two sides per run, the
+    median R* and the distance the attention travelled per run, in how many runs
+    lambda_B(t) >= lambda_B(0)/2 throughout, and the smallest slack of Weyl's bound.
+    ``label`` starts the first line."""
+    missing = {"ratio", "radius", "travelled", "kept", "weyl"} - set(measured)
+    if missing:
+        raise ValueError(f"measured must come from measured_containment; missing "
+                         f"{sorted(missing)}")
+    m, pad = measured, " " * 9
+    return (f"{label} condition (everything-eq-containment): left / right = "
+            + ", ".join(f"{v:.0e}" for v in m["ratio"]) + " (<= 1 needed);\n"
+            f"{pad}R* = {np.median(m['radius']):.0e}, distance travelled by the "
+            "attention " + ", ".join(f"{v:.2f}" for v in m["travelled"]) + ";\n"
+            f"{pad}lambda_B(t) >= lambda_B(0)/2 throughout: {m['kept'].sum()} of "
+            f"{m['kept'].size} runs; min of Weyl's slack {m['weyl'].min():.1e}"
+            " (>= -1e-12)")

@@ -51,6 +51,10 @@ __all__ = [
     "format_record_table",
     "cross_kernel_fit",
     "trapped_softmax_problems",
+    "OUTCOME_COLORS",
+    "plot_outcome_counts",
+    "record_findings",
+    "same_data_hits",
 ]
 
 
@@ -362,3 +366,102 @@ def trapped_softmax_problems(
         "grad_norm": float(torch.cat([g.flatten() for g in grads]).norm()),
         "eig": eig.cpu().numpy(),
     }
+
+
+# --- the chapter's figure and the summaries of the recorded study ---
+
+OUTCOME_COLORS = {
+    "reached": "#4d9221",
+    "stalled-finite": "#c51b7d",
+    "stalled-infinity": "#e9a3c9",
+    "descending": "#bdbdbd",
+}
+
+
+def plot_outcome_counts(panels: Mapping[str, Mapping[str, Outcome]]):
+    """Stacked bars of the outcome labels, one panel per entry of ``panels``
+    ({panel title: {variant: Outcome}}), one bar per variant. Returns the figure."""
+    from .plotting import new_figure
+
+    if not panels:
+        raise ValueError("panels must contain at least one {variant: Outcome} mapping")
+    fig, axes = new_figure(len(panels), 1, width=4.6, height=3.2, sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (title, outcomes) in zip(axes, panels.items()):
+        bottom = np.zeros(len(outcomes))
+        for label in LABELS:
+            counts = np.array([o.counts()[label] for o in outcomes.values()])
+            ax.bar(range(len(outcomes)), counts, bottom=bottom,
+                   color=OUTCOME_COLORS[label], label=label)
+            bottom += counts
+        ax.set_xticks(range(len(outcomes)),
+                      [n.replace(" ", "\n", 1) for n in outcomes])
+        ax.set_title(f"wide problems, {title}", fontsize=9)
+    axes[0].set_ylabel("number of problems")
+    axes[-1].legend(fontsize=7, loc="lower right", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def _wide(cell: Mapping) -> bool:
+    return cell["D"] >= cell["N"] * cell["n"]
+
+
+def record_findings(record: Mapping, gaussians: Sequence[str]) -> dict:
+    """What the chapter reads from the recorded study (after the longer budget).
+
+    record: {"cells": [...]} of ``scripts/record_attention_only.py``; gaussians: the
+    Gaussian variants (the reference is "softmax"). Returns {"wide", "narrow": the
+    cells with D >= N n and D < N n; "gaussian_better": one bool per (cell, variant),
+    True where the variant reached the global minimum significantly more often
+    (only_this > only_reference and McNemar p < 0.05); "gauss_traps": Gaussian runs
+    stalled at Hessian-checked local minima in the narrow cells; "soft_trapped":
+    Softmax runs stalled at finite weights in the narrow cells; "at_infinity":
+    {variant: Gaussian runs stalled at infinity} in the wide cell of scale 2}."""
+    cells = record["cells"]
+    wide = [c for c in cells if _wide(c)]
+    narrow = [c for c in cells if not _wide(c)]
+    better = []
+    for c in cells:
+        for g in gaussians:
+            paired = c["budget_x10"][g]["paired"]
+            better.append(paired["only_this"] > paired["only_reference"]
+                          and paired["p_value"] < 0.05)
+    big = next((c for c in wide if c["scale"] == 2.0), None)
+    return {
+        "wide": wide,
+        "narrow": narrow,
+        "gaussian_better": better,
+        "gauss_traps": sum(c["budget_x10"][g]["hessian_kinds"]["local min"]
+                           for c in narrow for g in gaussians),
+        "soft_trapped": sum(c["budget_x10"]["softmax"]["counts"]["stalled-finite"]
+                            for c in narrow),
+        "at_infinity": {} if big is None else {
+            g: big["budget_x10"][g]["counts"]["stalled-infinity"] for g in gaussians},
+    }
+
+
+def same_data_hits(record: Mapping, gaussians: Sequence[str]) -> dict:
+    """The same-data search over a recorded study: problems on which the Softmax run
+    stalled (at finite weights or at infinity) and a Gaussian run reached the global
+    minimum, after the longer budget.
+
+    Returns {"pairs": number of (problem, Gaussian variant) pairs searched, "wide":
+    number of hits in the wide cells (D >= N n), "wide_pairs": pairs searched there,
+    "narrow": {(N, D, trainable, scale, variant): problem indices} of the narrow cells
+    with at least one hit}."""
+    out = {"pairs": 0, "wide": 0, "wide_pairs": 0, "narrow": {}}
+    for c in record["cells"]:
+        labels = c["labels_x10"]
+        for g in gaussians:
+            out["pairs"] += c["M"]
+            hits = [m for m in range(c["M"])
+                    if labels["softmax"][m].startswith("stalled")
+                    and labels[g][m] == "reached"]
+            if _wide(c):
+                out["wide"] += len(hits)
+                out["wide_pairs"] += c["M"]
+            elif hits:
+                key = (c["N"], c["D"], "+".join(c["trainable"]), c["scale"], g)
+                out["narrow"][key] = hits
+    return out

@@ -19,7 +19,7 @@ JSON.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ __all__ = [
     "plot_measures",
     "jsonable",
     "describe",
+    "check_slices",
+    "median_verdicts",
+    "compare_medians",
 ]
 
 KERNELS = ("softmax", "gaussian")
@@ -368,4 +371,95 @@ def describe(record: Mapping[str, Any]) -> str:
             f" {r['history']['test_acc'][-1]:.3f}, loss on E at the centre"
             f" {r['center_loss']:.3f}"
         )
+    return "\n".join(lines)
+
+
+# --- checks and printed comparisons of records (chapter 09) ------------------------
+
+
+def check_slices(
+    records: Mapping[str, Mapping[str, Any]],
+    land: Mapping[str, Any],
+    task_labels: Mapping[str, str],
+    *,
+    tol: float = 1e-6,
+) -> str:
+    """Check every slice of ``records`` ({task: record of ``landscape_study``}, live or
+    read back from JSON) made with the landscape settings ``land``; return a report.
+
+    Checks: 0 < share of label 1 in the test set < 1 and num_weights > 0; every grid
+    stack Z: (len(direction_seeds), grid, grid), finite, equal to the loss at the
+    centre exactly at its centre point; Lanczos converged with lambda_max > 0; the
+    stored roughness equals ``roughness(Z)`` recomputed (counts exactly, the other
+    measures within ``tol``). Raises ValueError naming the task and kernel.
+    """
+    shape = (len(land["direction_seeds"]), land["grid"], land["grid"])
+    centre, worst, lines = land["grid"] // 2, 0.0, []
+    for task, rec in records.items():
+        if not (0 < rec["test_label_fraction"] < 1 and rec["num_weights"] > 0):
+            raise ValueError(
+                f"{task}: test label fraction outside (0, 1) or no weights")
+        for k, r in rec["kernels"].items():
+            where = f"{task}, {k}"
+            Z = np.asarray(r["Z"], dtype=np.float64)
+            if Z.shape != shape or not np.isfinite(Z).all():
+                raise ValueError(f"{where}: grids must be finite of shape {shape}, "
+                                 f"got shape {Z.shape}")
+            gap = float(np.abs(Z[:, centre, centre] - r["center_loss"]).max())
+            if gap != 0.0:
+                raise ValueError(
+                    f"{where}: |centre - L(theta)| = {gap:.1e}, expected 0")
+            if not (r["eig_converged"] and r["top_eig"] > 0):
+                raise ValueError(f"{where}: Lanczos did not converge to lambda_max > 0")
+            for again, stored in zip(map(roughness, Z), r["roughness"], strict=True):
+                if again["num_local_minima"] != stored["num_local_minima"]:
+                    raise ValueError(f"{where}: stored count of local minima differs")
+                worst = max(worst, *(abs(again[m] - stored[m]) for m in MEASURES))
+            lines.append(
+                f"{task_labels[task]}, {KERNEL_LABELS[k]}: {shape[0]} finite "
+                f"{shape[1]}x{shape[2]} grids, |centre - L(theta)| = {gap:.0e} "
+                f"(tolerance 0);\n    Lanczos converged: lambda_max = "
+                f"{r['top_eig']:.3g}, lambda_min = {r['bottom_eig']:.3g}"
+            )
+    if worst >= tol:
+        raise ValueError(f"stored roughness differs from the grids' by {worst:.1e}")
+    lines.append(f"roughness recomputed from the grids: max |difference| = "
+                 f"{worst:.1e} (tolerance {tol:g})")
+    return "\n".join(lines)
+
+
+def _ordering(s: float, g: float) -> str:
+    return "lower" if g < s else ("equal" if g == s else "higher")
+
+
+def median_verdicts(
+    meds: Mapping[tuple[str, str], tuple[float, float]], task_labels: Mapping[str, str]
+) -> str:
+    """One line per (task, measure) of ``medians(...)``: the Softmax and Gaussian
+    values and whether the Gaussian one is lower, equal or higher."""
+    return "\n".join(
+        f"{task_labels[task].split()[0]:10s} {MEASURES.get(m, 'lambda_max'):17s}:"
+        f" Softmax {s:7.3g}, Gaussian {g:7.3g} -> Gaussian {_ordering(s, g)}"
+        for (task, m), (s, g) in meds.items()
+    )
+
+
+def compare_medians(
+    first: Mapping[tuple[str, str], Sequence[float]],
+    second: Mapping[tuple[str, str], Sequence[float]],
+    task_labels: Mapping[str, str],
+    names: tuple[str, str],
+) -> str:
+    """Two ``medians(...)`` results side by side for the three roughness measures:
+    Softmax / Gaussian of each, and whether the Gaussian-vs-Softmax ordering is the
+    same in both. ``second`` must hold every (task, measure) of ``first``."""
+    lines = [f"medians, Softmax / Gaussian: {names[0]} | {names[1]}"]
+    for (task, m), (s1, g1) in first.items():
+        if m in MEASURES:
+            s2, g2 = second[task, m]
+            same = "same" if _ordering(s1, g1) == _ordering(s2, g2) else "different"
+            lines.append(
+                f"{task_labels[task].split()[0]:10s} {MEASURES[m]:17s}: {s1:6.3g} / "
+                f"{g1:<6.3g} | {s2:6.3g} / {g2:<6.3g} ({same} ordering)"
+            )
     return "\n".join(lines)

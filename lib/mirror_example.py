@@ -12,6 +12,7 @@ example as a ``lib.model.AttentionLayer``.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +44,13 @@ __all__ = [
     "run_example",
     "plot_example_curves",
     "plot_example_landscape",
+    "separable_loss_error",
+    "trap_leading_value",
+    "point_kind",
+    "spurious_minima",
+    "explore_slice",
+    "explore_slice_widgets",
+    "two_dim_layer",
 ]
 
 T_STAR, H_SKEW = 1.5, 0.2
@@ -297,3 +305,128 @@ def plot_example_landscape(W1: np.ndarray, W2: np.ndarray, traps: dict, paths: d
         ax.legend(fontsize=7, loc="lower right", framealpha=0.9, frameon=True)
     fig.colorbar(cs, ax=axes, fraction=0.03, pad=0.02, label=r"$\log_{10} f$")
     return fig
+
+
+# --- helpers of the chapter's cells: checks, counts, the explorer, Exercise 5.2 ---
+
+
+def separable_loss_error(
+    kernel: str, ws: np.ndarray, device: str | torch.device | None = None
+) -> float:
+    """max |loss of the example's AttentionLayer - sum_k phi(w_k)| over the rows of ws:
+    (P, 3) query vectors W_Q (the separable form of the loss, checked)."""
+    check_choice(kernel, "kernel", _KERNELS)
+    ws = np.asarray(ws, dtype=float)
+    if ws.ndim != 2 or ws.shape[1] != 3:
+        raise ValueError(f"ws must have shape (P, 3), got {ws.shape}")
+    X, Y = example_inputs(device), example_targets(kernel, device=device)
+    err = 0.0
+    for w in ws:
+        with torch.no_grad():
+            f_model = squared_loss(example_layer(kernel, w, device=device)(X), Y).item()
+        err = max(err, abs(f_model - float(phi(kernel, w).sum())))
+    return err
+
+
+def trap_leading_value(h: float = H_SKEW, t_star: float = T_STAR) -> float:
+    """The leading-order loss of the Softmax trap, 2 h^2 y_1(t*)^2 with
+    y_1(t) = -2 sinh t / (2 cosh t + 1)."""
+    return 2 * h**2 * (2 * math.sinh(t_star) / (2 * math.cosh(t_star) + 1)) ** 2
+
+
+def point_kind(f: float, eigs: torch.Tensor | np.ndarray) -> str:
+    """The kind of a stationary point from its loss f and Hessian eigenvalues eigs:
+    "global minimum" (f < 1e-20), "local minimum" (all eigs > 0) or "saddle (local
+    max of phi)"."""
+    eigs = torch.as_tensor(eigs)
+    if f < 1e-20:
+        return "global minimum"
+    return "local minimum" if eigs.min() > 0 else "saddle (local max of phi)"
+
+
+def spurious_minima(kernel: str, h: float = H_SKEW) -> list[float]:
+    """The non-global local minima of phi in [-8, 8]: stationary points with phi >
+    1e-12 where phi' changes sign from - to +."""
+    return [
+        t
+        for t in stationary_points(kernel, h=h)
+        if phi(kernel, t, h=h) > 1e-12
+        and d_phi(kernel, t + 1e-4, h=h) > 0 > d_phi(kernel, t - 1e-4, h=h)
+    ]
+
+
+def explore_slice(
+    kernel: str = "softmax",
+    h: float = H_SKEW,
+    t_star: float = T_STAR,
+    w1_start: float = -2.5,
+    w2_start: float = 0.5,
+):
+    """The explorer's figure: log10 f(w_1, w_2, t*) = log10(phi(w_1) + phi(w_2)) on a
+    241 x 241 grid of [-4, 4]^2 with the global minimum and the path of plain GD on the
+    closed form (step size 2, 4000 steps) from (w1_start, w2_start). Returns the
+    figure."""
+    from .plotting import KERNEL_COLORS, KERNEL_LABELS, new_figure
+
+    check_choice(kernel, "kernel", _KERNELS)
+    W1, W2 = np.meshgrid(np.linspace(-4, 4, 241), np.linspace(-4, 4, 241))
+    F = phi(kernel, W1, h, t_star) + phi(kernel, W2, h, t_star)
+    path = np.empty((4001, 2))
+    path[0] = (w1_start, w2_start)
+    for step in range(4000):
+        path[step + 1] = path[step] - 2.0 * d_phi(kernel, path[step], h, t_star)
+    fig, ax = new_figure(1, 1, width=5.0, height=4.2)
+    cs = ax.contourf(W1, W2, np.log10(np.maximum(F, 1e-4)),
+                     levels=np.linspace(-4, 0.25, 35), cmap="viridis")
+    fig.colorbar(cs, ax=ax, label=r"$\log_{10} f$")
+    ax.plot(t_star, t_star, "*", ms=15, color="gold", mec="black")
+    ax.plot(path[:, 0], path[:, 1], "-", color="white", lw=2.4)
+    ax.plot(path[:, 0], path[:, 1], "-", color=KERNEL_COLORS[kernel], lw=1.4)
+    end = path[-1]
+    f_end = phi(kernel, end, h, t_star).sum()
+    ax.set_title(f"{KERNEL_LABELS[kernel]}: GD ends at ({end[0]:.2f}, {end[1]:.2f}), "
+                 f"f = {f_end:.2e}", fontsize=9)
+    ax.set_xlabel("$w_1$")
+    ax.set_ylabel("$w_2$")
+    ax.grid(False)
+    return fig
+
+
+def explore_slice_widgets() -> dict:
+    """The live explorer's controls, one ``ipywidgets`` control per argument of
+    ``explore_slice``: {keyword: widget} for ``lib.explorer.live_explorer``."""
+    import ipywidgets as widgets
+
+    from .plotting import KERNEL_LABELS
+
+    def slider(value, low, high, step, description):
+        return widgets.FloatSlider(value=value, min=low, max=high, step=step,
+                                   description=description)
+
+    return {
+        "kernel": widgets.Dropdown(options=[(KERNEL_LABELS[k], k) for k in _KERNELS],
+                                   value="softmax"),
+        "h": slider(H_SKEW, 0.0, 0.8, 0.05, "skew h"),
+        "t_star": slider(T_STAR, 0.5, 3.0, 0.1, "teacher t*"),
+        "w1_start": slider(-2.5, -4.0, 4.0, 0.1, "start w1"),
+        "w2_start": slider(0.5, -4.0, 4.0, 0.1, "start w2"),
+    }
+
+
+def two_dim_layer(
+    eps: float, W_Q: Sequence[Sequence[float]], device: str | torch.device | None = None
+) -> AttentionLayer:
+    """The example with a second query/key coordinate (d = 2, Softmax): keys
+    sqrt(2) ((-1, 0), (0, eps), (1, 0)), the same values, W_O = I_2 and W_Q: (3, 2)."""
+    W_Q = torch.as_tensor(np.asarray(W_Q, dtype=float))
+    if W_Q.shape != (3, 2):
+        raise ValueError(f"W_Q must have shape (3, 2), got {tuple(W_Q.shape)}")
+    layer = AttentionLayer(3, d=2, d_v=2, d_out=2, kernel="softmax", seed=0,
+                           device=device)
+    keys = torch.tensor([[-1.0, 0.0], [0.0, eps], [1.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        layer.W_K.copy_(math.sqrt(2) * keys.unsqueeze(0))
+        layer.W_V.copy_(torch.as_tensor(values()).unsqueeze(0))
+        layer.W_O.copy_(torch.eye(2, dtype=torch.float64))
+        layer.W_Q.copy_(W_Q.reshape(1, 3, 2))
+    return layer

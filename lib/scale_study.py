@@ -9,7 +9,12 @@ problems.
   the value block, capped by the reference scale's);
 * ``dimension_point``: lambda_B and GD from initializations at one embedding dimension;
 * ``plot_scale_study`` / ``plot_dimension_study``: the chapter's figures of these
-  studies.
+  studies;
+* ``median_attention_entropy``: the median row entropy of a layer's attention;
+* ``scale_summary`` / ``scale_report``: what the attention-scale study shows, and its
+  printed lines;
+* ``dimension_summary`` / ``dimension_report``: what the embedding-dimension sweep shows
+  for one kernel, and its printed lines.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ __all__ = [
     "plot_dimension_study",
     "gaussian_scale_bound",
     "softmax_saturation_limit",
+    "median_attention_entropy",
+    "scale_summary",
+    "scale_report",
+    "dimension_summary",
+    "dimension_report",
 ]
 
 QKV = ("W_Q", "W_K", "W_V")
@@ -393,3 +403,119 @@ def softmax_saturation_limit(
         "lambda_big": big.cpu().numpy(),
         "gap": (top2[..., 0] - top2[..., 1]).amin(dim=(1, 2, 3)).cpu().numpy(),
     }
+
+
+# ------------------------------------------------------------ summaries of the studies
+@torch.no_grad()
+def median_attention_entropy(model: BatchedAttentionLayer, X: torch.Tensor) -> float:
+    """The median over all rows (models, samples, heads) of the entropy -sum_j p_j log
+    p_j of the attention rows, in nats; Gaussian rows are normalised to sum 1 first
+    (the model's kernel is restored afterwards). X: (N, n, D) or (M, N, n, D)."""
+    if not isinstance(model, BatchedAttentionLayer):
+        raise TypeError("model must be a lib.batched.BatchedAttentionLayer, got "
+                        f"{type(model).__name__}")
+    kernel, gamma = model.kernel, model.gamma
+    if kernel == "gaussian":
+        model.set_kernel("gaussian_normalized", gamma)  # the same rows, summing to 1
+    try:
+        P = model.attention(X)
+    finally:
+        model.set_kernel(kernel, gamma)
+    return (-(P * torch.log(P.clamp_min(1e-300))).sum(-1)).median().item()
+
+
+def scale_summary(init: dict, sweep: dict, fine_scales: Sequence[float],
+                  train_scales: Sequence[float],
+                  at: Sequence[float] = (0.125, 0.5, 1.0, 4.0, 8.0)) -> dict:
+    """The attention-scale study, init: {kernel: ``init_statistics``} on
+    ``fine_scales``, sweep: {kernel: ``scale_sweep``} on ``train_scales`` (both
+    kernels): {"peak": {kernel: the scale of the largest median lambda_B},
+    "entropy_gap": the largest difference of the median entropies of the two kernels,
+    "median_ratio": {kernel: {s: median f_T / f_0 at the train scale nearest s}} for s
+    in ``at``, "gaussian_stuck": the smallest Gaussian f_T / f_0 at scales >= 4,
+    "gaussian_s_max": the largest Gaussian entry of S at fine scales >= 4, "growth":
+    {kernel: the smallest ||W_Q(T)|| / ||W_Q(0)|| at the scale nearest 1/8}}."""
+    if set(init) != {"softmax", "gaussian"} or set(sweep) != {"softmax", "gaussian"}:
+        raise ValueError("init and sweep must hold both kernels, 'softmax' and "
+                         f"'gaussian', got {sorted(init)} and {sorted(sweep)}")
+    fine, train = np.asarray(fine_scales), np.asarray(train_scales)
+    index = {s: int(np.argmin(np.abs(train - s))) for s in (*at, 0.125, 4.0)}
+    med = {k: np.median(sweep[k]["ratio"], 1) for k in sweep}
+    return dict(
+        peak={k: float(fine[np.argmax(np.median(init[k]["lambda_b"], 1))])
+              for k in init},
+        entropy_gap=float(np.max(np.abs(init["softmax"]["entropy"]
+                                        - init["gaussian"]["entropy"]))),
+        median_ratio={k: {s: float(med[k][index[s]]) for s in at} for k in sweep},
+        gaussian_stuck=float(sweep["gaussian"]["ratio"][index[4.0]:].min()),
+        gaussian_s_max=float(init["gaussian"]["s_max"][fine >= 4].max()),
+        growth={k: float(sweep[k]["growth_q"][index[0.125]].min()) for k in sweep},
+    )
+
+
+def scale_report(summary: dict) -> str:
+    """Six lines on a ``scale_summary`` (it must hold the scales 1/8, 1/2, 1 and 8)."""
+    peak, med, growth = summary["peak"], summary["median_ratio"], summary["growth"]
+    soft, gauss = med["softmax"], med["gaussian"]
+    return "\n".join([
+        f"scale of the largest median lambda_B: Softmax {peak['softmax']:.2f} (in [1,"
+        f" 2]), Gaussian {peak['gaussian']:.2f} (in [0.35, 0.71])",
+        "largest entropy difference between the kernels:"
+        f" {summary['entropy_gap']:.2f} nats (<= 0.2)",
+        f"median f_T/f_0, Softmax: s=1/8 {soft[0.125]:.1e}, s=1 {soft[1.0]:.1e}, s=8"
+        f" {soft[8.0]:.1e} (s=8 at least 100 x s=1; s=1/8 <= 1e-2)",
+        f"median f_T/f_0, Gaussian: s=1/8 {gauss[0.125]:.1e}, s=0.5 {gauss[0.5]:.1e};"
+        f" smallest f_T/f_0 at s >= 4: {summary['gaussian_stuck']:.3f} (>= 0.9: no"
+        " progress)",
+        "Gaussian, s >= 4: largest entry of S over all seeds"
+        f" {summary['gaussian_s_max']:.1e} (<= 1e-3)",
+        f"s = 1/8: ||W_Q(T)|| / ||W_Q(0)|| at least {growth['softmax']:.1f} (Softmax),"
+        f" {growth['gaussian']:.1f} (Gaussian) (>= 2)",
+    ])
+
+
+def dimension_summary(sweep: dict, kernel: str, dims: Sequence[int], threshold: int,
+                      tol: float) -> dict:
+    """The embedding-dimension sweep of one kernel, sweep: {(kernel, D):
+    ``dimension_point``}: {"converged": {D: fraction with f_T / f_0 <= tol},
+    "median_ratio": {D: median f_T / f_0}, "rank_zero": lambda_B <= 1e-12 lambda_max
+    for every seed with D < threshold, "positive": lambda_B > 1e-13 lambda_max for
+    every seed with D > threshold, "median_lambda_b": {D: median lambda_B} for D >=
+    threshold}."""
+    missing = [D for D in dims if (kernel, D) not in sweep]
+    if missing:
+        raise ValueError(f"sweep has no point for kernel {kernel!r} at D = {missing}")
+    point = {D: sweep[kernel, D] for D in dims}
+    lam, top = ({D: point[D][k] for D in dims} for k in ("lambda_b", "lambda_max"))
+    return dict(
+        converged={D: float(np.mean(point[D]["ratio"] <= tol)) for D in dims},
+        median_ratio={D: float(np.median(point[D]["ratio"])) for D in dims},
+        rank_zero=all(bool(np.all(lam[D] <= 1e-12 * top[D]))
+                      for D in dims if D < threshold),
+        positive=all(bool(np.all(lam[D] > 1e-13 * top[D]))
+                     for D in dims if D > threshold),
+        median_lambda_b={D: float(np.median(point[D]["lambda_b"]))
+                         for D in dims if D >= threshold},
+    )
+
+
+def dimension_report(summary: dict, label: str, steps: int, threshold: int) -> str:
+    """Four lines on a ``dimension_summary``: the fractions converged within ``steps``
+    and the median f_T / f_0 per D, the two rank statements, and the median lambda_B
+    at the threshold and at the largest D. ``label`` starts the first line."""
+    if threshold not in summary["median_lambda_b"]:
+        raise ValueError(f"threshold {threshold} is not among the summary's dimensions")
+    conv, ratio, lam = (summary[k] for k in ("converged", "median_ratio",
+                                              "median_lambda_b"))
+    pad, top = " " * 9, max(conv)
+    return "\n".join([
+        f"{label} converged within {steps} steps: "
+        + ", ".join(f"D={D}: {v:.2f}" for D, v in conv.items()),
+        f"{pad}median f_T/f_0: "
+        + ", ".join(f"D={D}: {v:.0e}" for D, v in ratio.items()),
+        f"{pad}lambda_B = 0 (<= 1e-12 lambda_max) for every seed with D < {threshold}:"
+        f" {summary['rank_zero']}; > 1e-13 lambda_max for every seed with D >"
+        f" {threshold}: {summary['positive']}",
+        f"{pad}median lambda_B at D = {threshold}: {lam[threshold]:.1e}, at D = {top}:"
+        f" {lam[top]:.1e} (>= 10 x)",
+    ])

@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["full_mode", "cache_enabled", "cache_dir", "repository_root"]
+__all__ = [
+    "full_mode",
+    "cache_enabled",
+    "cache_dir",
+    "repository_root",
+    "BOOK_VARIABLES",
+    "environment_report",
+]
 
 _TRUE = {"1", "true", "yes"}
 
@@ -52,3 +60,17 @@ def cache_dir() -> Path:
     if root is not None:
         return root / ".cache" / "results"
     return Path.home() / ".cache" / "gdt-book"
+
+
+# --- what the environment sets (printed by the preface) -----------------------------
+
+#: The environment variables the book reads (the preface's table explains them).
+BOOK_VARIABLES = ("BOOK_FULL", "GDT_DATA_DIR", "GDT_DEVICE", "GDT_CACHE")
+
+
+def environment_report(names: Sequence[str] = BOOK_VARIABLES) -> str:
+    """One line "  NAME = value" per variable in ``names``, "(not set)" when unset."""
+    if isinstance(names, str):
+        raise ValueError(f"names must be a sequence of variable names, got {names!r}")
+    return "\n".join(f"  {name} = {os.environ.get(name, '(not set)')}"
+                     for name in names)

@@ -12,9 +12,9 @@ markup.
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-__all__ = ["Table", "fmt_cell"]
+__all__ = ["Table", "fmt_cell", "settings_table"]
 
 
 def fmt_cell(value: Any) -> str:
@@ -72,3 +72,32 @@ class Table:
         ]
         lines += ["| " + " | ".join(map(esc, row)) + " |" for row in self.rows]
         return "\n".join(lines)
+
+
+# --- settings of a chapter: the default and full values side by side ---------------
+
+
+def settings_table(settings: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Table:
+    """The settings of a chapter's two modes as a table: one row per (part, setting).
+
+    settings: {"default": {part: {key: value}}, "full": {part: {key: value}}}, with the
+    same parts and keys in both; columns part, setting, default, full (``fmt_cell``).
+    Raises ValueError when a mode is missing or the two modes' keys differ.
+    """
+    if not isinstance(settings, Mapping) or set(settings) != {"default", "full"}:
+        raise ValueError(
+            "settings must be a mapping with exactly the keys 'default' and 'full', "
+            f"got {settings!r}"
+        )
+    default, full = settings["default"], settings["full"]
+    keys = lambda mode: [(g, k) for g, part in mode.items() for k in part]  # noqa: E731
+    if sorted(keys(default)) != sorted(keys(full)):
+        raise ValueError(
+            "settings['default'] and settings['full'] must have the same parts and "
+            f"keys; they differ in {sorted(set(keys(default)) ^ set(keys(full)))}"
+        )
+    return Table(
+        ["part", "setting", "default", "full"],
+        [(g, k, fmt_cell(default[g][k]), fmt_cell(full[g][k]))
+         for g, k in keys(default)],
+    )

@@ -28,7 +28,7 @@ import torch
 
 from .batched_model import BatchedAttentionLayer
 from .gradients import loss_and_gradients
-from .model import AttentionLayer
+from .model import AttentionLayer, squared_loss
 from .validation import check_positive_float, check_tensor
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "sigma_min_wo",
     "ValueModes",
     "pl_ratio",
+    "notation_shapes",
 ]
 
 
@@ -319,3 +320,29 @@ def pl_ratio(model: AttentionLayer, X: torch.Tensor, Y: torch.Tensor, W_V: torch
     says this is >= mu (``predicted_rate(...).mu``) wherever f > f*."""
     loss, grads = loss_and_gradients(model, X, Y, "W_V", at={"W_V": W_V})
     return float((grads["W_V"] ** 2).sum()) / (2 * (loss - f_star))
+
+
+# --- the shapes of the notation table (preface) -------------------------------------
+
+
+@torch.no_grad()
+def notation_shapes(
+    model: AttentionLayer, X: torch.Tensor, Y: torch.Tensor
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """{expression: (shape the notation table states, shape computed)} for the weights,
+    the kernel matrices, the output, B and the loss of ``model`` on X: (N, n, D) with
+    targets Y: (N, n, d_out). The table's shapes use N, n from X and H, D, d, d_v,
+    d_out from the model; check the result with ``lib.validation.check_shapes``."""
+    _check(model, X)
+    N, n = X.shape[:2]
+    H, D, d, d_v, d_out = model.H, model.D, model.d, model.d_v, model.d_out
+    return {
+        "model.W_Q": ((H, D, d), tuple(model.W_Q.shape)),
+        "model.W_K": ((H, D, d), tuple(model.W_K.shape)),
+        "model.W_V": ((H, D, d_v), tuple(model.W_V.shape)),
+        "model.W_O": ((H * d_v, d_out), tuple(model.W_O.shape)),
+        "model.attention(X)": ((N, H, n, n), tuple(model.attention(X).shape)),
+        "model(X)": ((N, n, d_out), tuple(model(X).shape)),
+        "b_matrix(model, X)": ((N * n, H * D), tuple(b_matrix(model, X).shape)),
+        "squared_loss(model(X), Y)": ((), tuple(squared_loss(model(X), Y).shape)),
+    }

@@ -6,8 +6,8 @@ the smoothness constant at the start, ``lib.hessian.smoothness``) and records, p
 and model: the loss, the squared gradient norm (all trained blocks, and the attention
 blocks W_Q, W_K alone), lambda_B(t), sigma_t, ||B(t) - B(0)||_2 and ||a_t - a_0||_F for
 a = (W_Q, W_K). ``path_bounds``, ``decrease_ratios`` and ``path_summary`` evaluate the
-proposition on linear convergence along the path from such a record; ``plot_paths``
-draws it.
+proposition on linear convergence along the path from such a record; ``path_report``
+describes it in four lines; ``plot_paths`` draws it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "path_summary",
     "plot_paths",
     "value_block_pl_ratios",
+    "path_report",
 ]
 
 
@@ -257,3 +258,35 @@ def value_block_pl_ratios(
     (grad_v,) = torch.autograd.grad(loss, model.W_V)
     tight = (grad_v**2).sum().item() / (2 * eig[0].item() / 3 * loss.item())
     return min(ratios), tight
+
+
+# ------------------------------------------------------------ the printed summary
+def path_report(run: dict, summary: dict, label: str) -> str:
+    """Four lines on a recorded run (``run_path``) and its ``path_summary``: in how
+    many of the M models the decrease condition held at every step (and, for the
+    others, where it first failed and whether the bound still held), the largest
+    f_t / bound - 1 up to the first failure, f_T / f_0 and min_t lambda_B(t) /
+    lambda_B(0) per model, and the median per-step factors (observed, guaranteed by
+    the running-minimum bound). ``label`` starts the first line."""
+    for key in ("violated", "first_bad", "smallest_ratio", "still", "slack",
+                "observed", "guaranteed"):
+        if key not in summary:
+            raise ValueError(f"summary must come from path_summary; {key!r} missing")
+    M, bad = run["loss"].shape[1], summary["violated"]
+    first = sorted(summary["first_bad"][bad].tolist())
+    failures = (f"; it first fails at steps {first}, and the bound still held in"
+                f" {summary['still']} of those" if bad else "")
+    lam_ratio = run["lambda_b"].min(0) / run["lambda_b"][0]
+    pad = " " * 9
+    return "\n".join([
+        f"{label}: decrease condition held at every step in {M - len(bad)} of {M} runs"
+        f" (smallest ratio in those: {summary['smallest_ratio']:.2f}){failures}",
+        f"{pad}up to the first failure: max f_t / bound - 1 = {summary['slack']:.1e}"
+        " (<= 1e-9)",
+        f"{pad}f_T / f_0: "
+        + ", ".join(f"{v:.0e}" for v in run["loss"][-1] / run["loss"][0]),
+        f"{pad}min_t lambda_B(t) / lambda_B(0): "
+        + ", ".join(f"{v:.2f}" for v in lam_ratio),
+        f"{pad}median per-step factor: observed {summary['observed']:.5f}, guaranteed"
+        f" (running minimum) {summary['guaranteed']:.6f}",
+    ])

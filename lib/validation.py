@@ -12,7 +12,7 @@ A wrong type raises ``TypeError``, a wrong value ``ValueError``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "check_seed",
     "check_names",
     "check_matches",
+    "check_shapes",
 ]
 
 #: Seeds are what torch.Generator.manual_seed and numpy accept alike: 0 <= seed < 2**32.
@@ -263,3 +264,19 @@ def check_matches(x: torch.Tensor, name: str, like: torch.Tensor,
     if x.device != like.device:
         raise ValueError(f"{name} is on {x.device} but {owner} are on {like.device}")
     return x
+
+
+# --- a table of expected and actual shapes -------------------------------------------
+
+
+def check_shapes(shapes: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> str:
+    """Check {name: (expected shape, actual shape)}; return one aligned line per name,
+    "name  expected (H, D, d)  got (H, D, d)". Raises ValueError naming every
+    mismatch."""
+    wrong = [f"{name}: expected {tuple(want)}, got {tuple(got)}"
+             for name, (want, got) in shapes.items() if tuple(got) != tuple(want)]
+    if wrong:
+        raise ValueError("wrong shapes: " + "; ".join(wrong))
+    return "\n".join(f"{name:26s} expected {str(tuple(want)):14s} got "
+                     f"{str(tuple(got)):14s}".rstrip()
+                     for name, (want, got) in shapes.items())

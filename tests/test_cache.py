@@ -164,3 +164,16 @@ def test_validation_and_clear(cache_at):
     cached("a-b", Counter(2), params={})
     assert clear_cache("a") == 1 and clear_cache() == 1 and clear_cache() == 0
     assert os.path.isdir(cache_at)
+
+
+def test_environment_report(monkeypatch):
+    from lib.settings import BOOK_VARIABLES, environment_report
+
+    monkeypatch.setenv("BOOK_FULL", "1")
+    monkeypatch.delenv("GDT_DEVICE", raising=False)
+    lines = environment_report().splitlines()
+    assert len(lines) == len(BOOK_VARIABLES) and "  BOOK_FULL = 1" in lines
+    assert "  GDT_DEVICE = (not set)" in lines
+    assert environment_report(["BOOK_FULL"]) == "  BOOK_FULL = 1"
+    with pytest.raises(ValueError, match="names must be a sequence"):
+        environment_report("BOOK_FULL")

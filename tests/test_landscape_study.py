@@ -98,3 +98,52 @@ def test_hvp_matches_finite_differences():
     assert all(
         torch.equal(a, b) for a, b in zip(before, model.parameters())
     )  # weights restored
+
+
+def test_check_slices_and_printed_comparisons():
+    import copy
+    import json
+
+    import pytest
+
+    from lib.landscape_study import check_slices, compare_medians, median_verdicts
+
+    train, test = _task()
+    land = dict(LAND, lanczos_iters=20)  # enough for Lanczos to converge here
+    rec, _, _ = landscape_study(make_model, train, test, CFG, land)
+    labels = {"toy": "Toy task"}
+    for records in ({"toy": rec}, json.loads(json.dumps({"toy": jsonable(rec)}))):
+        report = check_slices(records, land, labels).splitlines()
+        assert len(report) == 5 and report[0].startswith("Toy task, Softmax: 2 finite")
+        assert report[-1].startswith("roughness recomputed")
+
+    def broken(change):
+        bad = copy.deepcopy(rec)
+        change(bad["kernels"]["gaussian"])
+        return {"toy": bad}
+
+    def bump(r, i, j):
+        r["Z"][0][i][j] += 1.0
+
+    cases = [
+        (lambda r: bump(r, 2, 2), r"toy, gaussian: \|centre - L\(theta\)\|"),
+        (lambda r: r["Z"].pop(), r"toy, gaussian: grids must be finite of shape"),
+        (lambda r: r.update(eig_converged=False), "Lanczos did not converge"),
+        (lambda r: r["roughness"][0].update(num_local_minima=99), "local minima"),
+        (lambda r: r["roughness"][0].update(laplacian=-1.0), "stored roughness"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_slices(broken(change), land, labels)
+    with pytest.raises(ValueError, match="test label fraction"):
+        check_slices({"toy": {**rec, "test_label_fraction": 1.0}}, land, labels)
+
+    meds = {("toy", "laplacian"): (1.0, 2.0), ("toy", "top_eig"): (3.0, 3.0)}
+    verdicts = median_verdicts(meds, labels).splitlines()
+    assert verdicts[0].endswith("-> Gaussian higher") and "Laplacian" in verdicts[0]
+    assert verdicts[1].endswith("-> Gaussian equal") and "lambda_max" in verdicts[1]
+    other = {("toy", "laplacian"): (2.0, 1.0)}
+    table = compare_medians(meds, other, labels, ("full", "half")).splitlines()
+    assert table[0].endswith("full | half") and len(table) == 2  # top_eig left out
+    assert table[1].endswith("(different ordering)")
+    assert compare_medians(meds, meds, labels, ("a", "b")).endswith("(same ordering)")

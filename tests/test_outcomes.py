@@ -247,3 +247,77 @@ def test_cross_kernel_fit_and_trapped_problems():
     assert (fits["softmax"] >= fits["bound"] * (1 - 1e-6)).all()  # the bound is a bound
     with pytest.raises(ValueError, match="no such problem"):
         trapped_softmax_problems(1, 2, 4, ("W_Q",), 2, device="cpu")  # wide: no trap
+
+
+def test_wide_inequality_ratios_hold_and_consume_the_generator():
+    from lib.certificates import wide_inequality_ratios
+
+    gen = torch.Generator().manual_seed(0)
+    ratios, c_min = wide_inequality_ratios(
+        ("softmax", "gaussian"), [(1, 3, 4)], (0.5, 2.0), 3, gen, "cpu"
+    )
+    assert len(ratios) == 2 * 1 * 2 * 3 and min(ratios) >= 1 - 1e-9 and c_min > 0
+    again = wide_inequality_ratios(("softmax",), [(1, 3, 4)], (0.5,), 3,
+                                   torch.Generator().manual_seed(0), "cpu")
+    assert again[0] == pytest.approx(ratios[:3], rel=1e-12)
+    only_gaussian = wide_inequality_ratios(("gaussian",), [(1, 3, 4)], (1.0,), 2,
+                                           torch.Generator().manual_seed(0), "cpu")
+    assert only_gaussian[1] == math.inf
+    with pytest.raises(ValueError, match="kernel"):
+        wide_inequality_ratios(("relu",), [(1, 3, 4)], (1.0,), 2, gen, "cpu")
+
+
+def _recorded_cell(N, n, D, scale, trainable, labels, gauss_extra=None):
+    counts = {k: {label: labels[k].count(label) for label in
+                  ("reached", "stalled-finite", "stalled-infinity", "descending")}
+              for k in labels}
+    entry = lambda k: {  # noqa: E731
+        "counts": counts[k],
+        "hessian_kinds": {"local min": counts[k]["stalled-finite"]},
+        "paired": {"only_reference": 1, "only_this": 0, "p_value": 1.0},
+    }
+    cell = {"N": N, "n": n, "D": D, "M": len(labels["softmax"]), "scale": scale,
+            "trainable": trainable, "labels_x10": labels,
+            "budget_x10": {k: entry(k) for k in labels}}
+    if gauss_extra:
+        cell["budget_x10"]["g"]["paired"] = gauss_extra
+    return cell
+
+
+def test_record_findings_and_same_data_hits():
+    from lib.kernel_study import record_findings, same_data_hits
+
+    wide = _recorded_cell(2, 4, 16, 2.0, ["W_Q"], {
+        "softmax": ["reached"] * 3, "g": ["stalled-infinity", "reached", "reached"]})
+    narrow = _recorded_cell(2, 3, 2, 1.0, ["W_Q"], {
+        "softmax": ["stalled-finite", "reached", "stalled-infinity"],
+        "g": ["reached", "stalled-finite", "reached"]})
+    found = record_findings({"cells": [wide, narrow]}, ["g"])
+    assert found["wide"] == [wide] and found["narrow"] == [narrow]
+    assert found["gaussian_better"] == [False, False]
+    assert found["gauss_traps"] == 1 and found["soft_trapped"] == 1
+    assert found["at_infinity"] == {"g": 1}
+    better = {"only_reference": 0, "only_this": 9, "p_value": 0.004}
+    narrow_better = _recorded_cell(2, 3, 2, 1.0, ["W_Q"], narrow["labels_x10"], better)
+    assert record_findings({"cells": [narrow_better]}, ["g"])["gaussian_better"] == [
+        True]
+    hits = same_data_hits({"cells": [wide, narrow]}, ["g"])
+    assert hits == {"pairs": 6, "wide": 0, "wide_pairs": 3,
+                    "narrow": {(2, 2, "W_Q", 1.0, "g"): [0, 2]}}
+
+
+def test_plot_outcome_counts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lib.kernel_study import plot_outcome_counts
+
+    student, _, X, Y = teacher_problems("softmax", 1, 3, 4, ("W_Q",), 2, device="cpu")
+    o = run_to_outcome(student, X, Y, ("W_Q",), gd_steps=5, iterations=8,
+                       check_hessian=False)
+    fig = plot_outcome_counts({"budget": {"softmax": o, "other": o}})
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert sum(heights) == 2 * 2  # two bars, each stacking the two problems
+    assert fig.axes[0].get_title() == "wide problems, budget"
+    with pytest.raises(ValueError, match="panels"):
+        plot_outcome_counts({})

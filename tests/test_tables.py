@@ -34,3 +34,19 @@ def test_fmt_cell():
         and fmt_cell([0, 1, 2]) == "0, 1, 2"
         and fmt_cell(0.01) == "0.01"
     )
+
+
+def test_settings_table():
+    from lib.tables import settings_table
+
+    modes = {"default": {"model": {"D": 32, "seeds": [0, 1]}, "data": {"n": 3000}},
+             "full": {"model": {"D": 64, "seeds": [0, 1, 2]}, "data": {"n": 6000}}}
+    table = settings_table(modes)
+    assert table.header == ["part", "setting", "default", "full"]
+    assert table.rows == [["model", "D", "32", "64"],
+                          ["model", "seeds", "0, 1", "0, 1, 2"],
+                          ["data", "n", "3,000", "6,000"]]
+    with pytest.raises(ValueError, match="'default' and 'full'"):
+        settings_table({"default": modes["default"]})
+    with pytest.raises(ValueError, match=r"differ in \[\('data', 'm'\)"):
+        settings_table({**modes, "full": {**modes["full"], "data": {"m": 1}}})

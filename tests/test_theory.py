@@ -351,3 +351,19 @@ def test_pl_ratio_is_at_least_mu_and_tight_in_the_slowest_direction(kernel):
     tight = pl_ratio(model, X, Y, opt.W_V + v / math.sqrt(bound.mu),
                      opt.loss) / bound.mu
     assert abs(tight - 1) <= 1e-6
+
+
+def test_notation_shapes_follow_the_table():
+    from lib.theory import notation_shapes
+
+    N, n, D, H, d, d_v, d_out = 3, 4, 5, 2, 3, 6, 2
+    X, Y = random_inputs(N, n, D, seed=0), random_targets(N, n, d_out, seed=1)
+    model = AttentionLayer(D, H=H, d=d, d_v=d_v, d_out=d_out, seed=0)
+    shapes = notation_shapes(model, X, Y)
+    assert shapes["model.W_O"] == ((H * d_v, d_out), (H * d_v, d_out))
+    assert shapes["b_matrix(model, X)"][0] == (N * n, H * D)
+    assert shapes["model.attention(X)"][0] == (N, H, n, n)
+    assert shapes["squared_loss(model(X), Y)"] == ((), ())
+    assert len(shapes) == 8 and all(want == got for want, got in shapes.values())
+    with pytest.raises(ValueError, match="X"):
+        notation_shapes(model, X[..., :4], Y)

@@ -252,3 +252,14 @@ def test_check_matches_names_dtype_and_device():
                          "the weights").shape == (3, )
     with pytest.raises(TypeError, match="X has dtype torch.float32 but the weights"):
         check_matches(torch.ones(3), "X", w, "the weights")
+
+
+def test_check_shapes_reports_and_names_mismatches():
+    from lib.validation import check_shapes
+
+    report = check_shapes({"W": ((2, 3), torch.Size([2, 3])), "loss": ((), ())})
+    lines = report.splitlines()
+    assert lines[0].startswith("W ") and lines[0].endswith("got (2, 3)")
+    assert lines[1].endswith("expected ()             got ()")
+    with pytest.raises(ValueError, match=r"W: expected \(2, 3\), got \(3, 2\); b:"):
+        check_shapes({"W": ((2, 3), (3, 2)), "ok": ((1,), (1,)), "b": ((4,), (4, 1))})
