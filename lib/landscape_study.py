@@ -37,6 +37,7 @@ __all__ = [
     "MEASURES",
     "batch_loss",
     "landscape_study",
+    "stage_config",
     "hvp_relative_error",
     "measure_values",
     "medians",
@@ -78,6 +79,17 @@ def _history(h) -> dict[str, list]:
     }
 
 
+def stage_config(cfg: Mapping[str, Any], steps: int) -> MinibatchConfig:
+    """The mini-batch settings of one stage of ``steps`` steps: optimizer, lr,
+    momentum, batch_size and (optional, default 0) warmup_steps from ``cfg``; one
+    evaluation at the start and one at the end. Each stage starts a fresh optimizer,
+    so a warm-up applies to both stages."""
+    return MinibatchConfig(
+        optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
+        batch_size=cfg["batch_size"], warmup_steps=cfg.get("warmup_steps", 0),
+        steps=steps, eval_every=max(steps, 1), eval_batch_size=100)
+
+
 def landscape_study(
     make_model: Callable[[int], nn.Module],
     train: tuple[torch.Tensor, torch.Tensor],
@@ -91,22 +103,15 @@ def landscape_study(
     """Run the protocol for one task: returns (record, {kernel: stage-2 model},
     evaluation batch E).
 
-    cfg: optimizer, lr, momentum, batch_size, stage1_steps, stage2_steps,
+    cfg: optimizer, lr, momentum, batch_size, stage1_steps, stage2_steps, (optional)
+    warmup_steps,
     eval_examples (size of E, drawn from the training set with seed 1). land: grid,
     span, direction_seeds (pair r uses seeds 2r and 2r + 1), lanczos_iters. A
     diverged run raises (its RuntimeWarning becomes an error).
     """
 
     def config(steps: int) -> MinibatchConfig:
-        return MinibatchConfig(
-            optimizer=cfg["optimizer"],
-            lr=cfg["lr"],
-            momentum=cfg["momentum"],
-            batch_size=cfg["batch_size"],
-            steps=steps,
-            eval_every=max(steps, 1),
-            eval_batch_size=100,
-        )
+        return stage_config(cfg, steps)
 
     with warnings.catch_warnings():
         warnings.simplefilter(

@@ -306,13 +306,19 @@ def _imdb(rec: dict) -> tuple[str, str]:
     else:  # an early lead alone does not make the final values better
         verdict = "not reproduced"
     acc, loss = diffs["final test accuracy"], diffs["final test loss"]
+    lrs = sorted({j["lr"] for j in rec["jobs"]})
+    best = {k: max(j["full_test_acc"] for j in rec["jobs"] if j["kernel"] == k)
+            for k in ("softmax", "gaussian")}
+    sweep = (f"; best final accuracy over the step sizes {', '.join(map(str, lrs))}: "
+             f"Softmax {best['softmax']:.4f}, Gaussian {best['gaussian']:.4f}"
+             if len(lrs) > 1 else "")
     return verdict, (
         f"{len(seeds)} paired seeds, {steps[-1]:,} SGD steps, all 25,000 test reviews; "
         f"Gaussian - Softmax: final accuracy {100 * float(acc.mean):+.2f} points "
         f"[{100 * float(acc.lo):+.2f}, {100 * float(acc.hi):+.2f}], final loss "
         f"{-float(loss.mean):+.4f} [{-float(loss.hi):+.4f}, {-float(loss.lo):+.4f}]; "
         f"ahead at step {steps[1]}: {100 * float(early.mean):+.1f} points "
-        f"[{100 * float(early.lo):+.1f}, {100 * float(early.hi):+.1f}]"
+        f"[{100 * float(early.lo):+.1f}, {100 * float(early.hi):+.1f}]{sweep}"
     )
 
 

@@ -40,8 +40,9 @@ import lib  # noqa: E402
 import lib.minibatch as minibatch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.imdb import imdb_tensors, load_imdb  # noqa: E402
-from lib.records import (carry_jobs, hardware_info, jobs_dir, jobs_wall_time,  # noqa: E402
-                         run_jobs, save_record, write_json_atomic)  # noqa: E402
+from lib.records import (  # noqa: E402
+    carry_jobs, hardware_info, jobs_dir, jobs_wall_time, run_jobs, save_record,
+    write_json_atomic)  # noqa: E402
 from lib.settings import repository_root  # noqa: E402
 
 NAME = "imdb_sgd"

@@ -36,8 +36,9 @@ import lib  # noqa: E402
 import lib.minibatch as minibatch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.pathfinder import make_pathfinder  # noqa: E402
-from lib.records import (carry_jobs, hardware_info, jobs_dir, jobs_wall_time,  # noqa: E402
-                         run_jobs, save_record, write_json_atomic)
+from lib.records import (  # noqa: E402
+    carry_jobs, hardware_info, jobs_dir, jobs_wall_time, run_jobs, save_record,
+    write_json_atomic)
 
 NAME = "pathfinder_learnable"
 # Settings tried on the way, each a Softmax run (seed 0) of ``probe_steps`` steps with
@@ -59,7 +60,8 @@ SETTINGS = dict(
     probe_steps=3_000,
 )
 QUICK = dict(SETTINGS, num_train=256, num_test=64, steps=20, eval_every=10,
-             warmup_steps=5, loss_block=5, seeds=[0], probes=PROBES[2:3], probe_steps=10)
+             warmup_steps=5, loss_block=5, seeds=[0], probes=PROBES[2:3],
+             probe_steps=10)
 SETTING_KEYS = ("resolution", "patch", "difficulty")
 
 

@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lib.classifier import TransformerClassifier  # noqa: E402
@@ -147,3 +148,15 @@ def test_check_slices_and_printed_comparisons():
     assert table[0].endswith("full | half") and len(table) == 2  # top_eig left out
     assert table[1].endswith("(different ordering)")
     assert compare_medians(meds, meds, labels, ("a", "b")).endswith("(same ordering)")
+
+
+def test_stage_config_reads_the_warm_up():
+    from lib.landscape_study import stage_config
+
+    cfg = dict(optimizer="adam", lr=1e-3, momentum=0.0, batch_size=16)
+    plain = stage_config(cfg, 40)
+    assert (plain.steps, plain.eval_every, plain.warmup_steps) == (40, 40, 0)
+    warm = stage_config(dict(cfg, warmup_steps=10), 0)
+    assert (warm.warmup_steps, warm.eval_every, warm.lr) == (10, 1, 1e-3)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        stage_config(dict(cfg, warmup_steps=-1), 5)
