@@ -40,6 +40,7 @@ __all__ = [
     "jobs_wall_time",
     "run_jobs",
     "write_json_atomic",
+    "job_curves",
 ]
 
 RECORDS_ENV = "GDT_RECORDS_DIR"
@@ -316,3 +317,30 @@ def write_json_atomic(path: Path, value: Any) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(value) + "\n")
     tmp.replace(path)
+
+
+def job_curves(record: Mapping[str, Any], kernels, keys=("test_acc", "test_loss"),
+               **match: Any):
+    """``run_curves`` for a record of independent jobs (``scripts/record_*.py``).
+
+    record: {"settings": {steps, eval_every, seeds}, "jobs": [{"kernel", "seed",
+    "status", "eval_steps", <keys>, ...}]}; only the jobs whose fields equal
+    ``match`` (e.g. ``lr=0.01`` or ``probe=None``) are read, one per kernel and seed.
+    Returns (steps (T,), then for each key {kernel: (seeds, T)}), with the checks of
+    ``run_curves``; ValueError when a (kernel, seed) has no job or several.
+    """
+    s = record["settings"]
+    chosen = [j for j in record["jobs"] if all(j.get(k) == v for k, v in match.items())]
+    runs = {}
+    for kernel in kernels:
+        runs[kernel] = []
+        for seed in s["seeds"]:
+            found = [j for j in chosen if j["kernel"] == kernel and j["seed"] == seed]
+            if len(found) != 1:
+                raise ValueError(f"{len(found)} jobs for kernel {kernel!r}, seed {seed}"
+                                 f" with {match}; expected one")
+            runs[kernel].append(found[0])
+    steps = runs[kernels[0]][0]["eval_steps"]
+    if any(j["eval_steps"] != steps for js in runs.values() for j in js):
+        raise ValueError("the jobs were evaluated at different steps")
+    return run_curves({"settings": s, "eval_steps": steps, "runs": runs}, kernels, keys)

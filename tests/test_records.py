@@ -141,3 +141,24 @@ def test_jobs_dir(tmp_path, monkeypatch):
         records.jobs_dir("../x")
     with pytest.raises(ValueError, match="name"):
         records.jobs_dir("../x")
+
+
+def test_job_curves_selects_one_job_per_kernel_and_seed():
+    def job(kernel, seed, lr, acc):
+        return {"kernel": kernel, "seed": seed, "lr": lr, "status": "max_steps",
+                "eval_steps": [0, 10, 20], "test_acc": [0.5, acc, acc],
+                "test_loss": [0.7, 0.6, 0.5]}
+
+    record = {"settings": {"steps": 20, "eval_every": 10, "seeds": [0, 1]},
+              "jobs": [job(k, s, lr, 0.6 + s / 10 + lr)
+                       for k in ("a", "b") for s in (0, 1) for lr in (0.0, 0.01)]}
+    steps, acc = records.job_curves(record, ("a", "b"), keys=("test_acc",), lr=0.01)
+    assert steps.tolist() == [0, 10, 20]
+    assert acc["b"][:, -1].tolist() == pytest.approx([0.61, 0.71])
+    with pytest.raises(ValueError, match="2 jobs for kernel 'a', seed 0"):
+        records.job_curves(record, ("a", "b"))  # two step sizes match
+    with pytest.raises(ValueError, match="0 jobs"):
+        records.job_curves(record, ("a",), lr=0.5)
+    record["jobs"][0]["eval_steps"] = [0, 20]
+    with pytest.raises(ValueError, match="different steps"):
+        records.job_curves(record, ("a", "b"), lr=0.0)
