@@ -380,7 +380,8 @@ def test_chapters_stay_within_the_code_budget():
     defs = sum(k for _, k in sizes.values())
     per_chapter = "; ".join(f"{name}: {n}, {k} defs" for name, (n, k) in sizes.items())
     assert lines <= CODE_LINE_BUDGET and defs <= DEF_BUDGET, (
-        f"the chapters hold {lines} lines of code (budget {CODE_LINE_BUDGET}) and {defs} "
+        f"the chapters hold {lines} lines of code (budget {CODE_LINE_BUDGET}) and "
+        f"{defs} "
         f"defs (budget {DEF_BUDGET}); move helpers into lib with tests. Per chapter: "
         f"{per_chapter}"
     )

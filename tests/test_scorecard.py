@@ -74,17 +74,28 @@ def test_missing_records_and_fields_are_not_testable(tmp_path):
     assert "lacks a field" in imdb.evidence
 
 
-def test_real_task_rule(tmp_path):
-    rec = {
-        "eval_steps": [0, 100],
-        "runs": {
-            "softmax": {"test_acc": [[0.5, 0.7]], "test_loss": [[0.7, 0.6]]},
-            "gaussian": {"test_acc": [[0.5, 0.8]], "test_loss": [[0.7, 0.5]]},
-        },
-    }
-    (tmp_path / "pathfinder_full.json").write_text(json.dumps(rec))
+@pytest.mark.parametrize(
+    "gap, final_acc, verdict",
+    [(0.05, 0.8, "reproduced"), (0.0, 0.8, "not reproduced"),
+     (-0.05, 0.8, "not reproduced"), (0.03, 0.5, "not testable here")],
+)
+def test_pathfinder_rule(tmp_path, gap, final_acc, verdict):
+    jobs = []
+    for seed, noise in enumerate((-0.002, 0.0, 0.002)):
+        for kernel, sign in (("softmax", 0.0), ("gaussian", 1.0)):
+            acc = [0.5, 0.6 + sign * gap + noise, final_acc + sign * gap + noise]
+            jobs.append(dict(kernel=kernel, seed=seed, probe=None,
+                             eval_steps=[0, 250, 500], test_acc=acc,
+                             test_loss=[0.7, 1.2 - acc[1], 1.2 - acc[2]]))
+    jobs.append(dict(kernel="softmax", seed=0, probe="pixels", eval_steps=[0, 500],
+                     test_acc=[0.5, 0.5], test_loss=[0.7, 0.7]))  # not paired
+    rec = {"settings": {"difficulty": "easy", "resolution": 16, "num_test": 2000},
+           "jobs": jobs}
+    (tmp_path / "pathfinder_learnable.json").write_text(json.dumps(rec))
     found = next(c for c in claims(tmp_path) if c.claim.startswith("Pathfinder"))
-    assert found.verdict == "reproduced" and "0.800" in found.evidence
+    assert found.verdict == verdict, found.evidence
+    if verdict != "not testable here":
+        assert "3 paired seeds" in found.evidence and "easy images" in found.evidence
 
 
 def _imdb_record(gap_final: float, gap_early: float) -> dict:
