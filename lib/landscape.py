@@ -35,7 +35,7 @@ from torch import nn
 
 from .batched_model import BatchedAttentionLayer, per_model_loss
 from .model import WEIGHT_NAMES, AttentionLayer, functional_loss, squared_loss
-from .validation import check_names, check_positive_int, check_seed
+from .validation import check_names, check_param_dict, check_positive_int, check_seed
 
 __all__ = [
     "Params",
@@ -119,7 +119,7 @@ def module_loss_fn(module: nn.Module,
     named = dict(module.named_parameters())
 
     def loss(params: Mapping[str, torch.Tensor]) -> float:
-        _check_names(params, named, "params")
+        check_param_dict(params, named, "params")
         saved = {name: named[name].detach().clone() for name in params}
         try:
             with torch.no_grad():
@@ -132,17 +132,6 @@ def module_loss_fn(module: nn.Module,
                     named[name].copy_(value)
 
     return loss
-
-
-def _check_names(params: Mapping[str, torch.Tensor], valid: Mapping[str, object],
-                 what: str) -> None:
-    if not isinstance(params, Mapping):
-        raise TypeError(
-            f"{what} must be a dict {{name: tensor}}, got {type(params).__name__}")
-    for name in params:
-        if name not in valid:
-            raise ValueError(
-                f"unknown parameter name {name!r} in {what}; valid: {', '.join(valid)}")
 
 
 # -----------------------------------------------------------------------------
@@ -452,7 +441,7 @@ def attention_plane(
             f"layer must be a lib.model.AttentionLayer, got {type(layer).__name__}")
     alphas = _grid(span, num, "num")
     for what, direction in (("dir1", dir1), ("dir2", dir2)):
-        _check_names(direction, dict(layer.named_parameters()), what)
+        check_param_dict(direction, dict(layer.named_parameters()), what)
     grid = [torch.tensor(v.ravel(), dtype=layer.W_Q.dtype, device=layer.W_Q.device)
             for v in np.meshgrid(alphas, alphas, indexing="ij")]
     batch = BatchedAttentionLayer.from_layers([layer] * num**2, impl="bmm")

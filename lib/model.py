@@ -27,6 +27,7 @@ from .validation import (
     check_device,
     check_float_dtype,
     check_number,
+    check_param_dict,
     check_positive_float,
     check_positive_int,
     check_seed,
@@ -331,15 +332,7 @@ def functional_loss(
     fixed.update({k: v.detach().clone() for k, v in model.named_buffers()})
 
     def loss(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if not isinstance(params, Mapping):
-            raise TypeError(
-                f"params must be a dict {{name: tensor}}, got {type(params).__name__}")
-        for name in params:
-            if name not in fixed:
-                raise ValueError(
-                    f"unknown parameter name {name!r} in params; valid:"
-                    f" {', '.join(fixed)}"
-                )
+        check_param_dict(params, fixed, "params")
         return loss_fn(functional_call(model, {**fixed, **params}, (X,)), Y)
 
     return loss

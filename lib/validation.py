@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "ArgumentTypeError",
     "check_tensor",
+    "check_param_dict",
     "check_int",
     "check_number",
     "check_float_dtype",
@@ -250,6 +251,20 @@ def check_names(
         raise ValueError(
             f"{what} must not repeat a name (the names must be distinct), got {names}")
     return names
+
+
+def check_param_dict(params: object, valid: Mapping[str, object],
+                     what: str = "params") -> None:
+    """Raise unless ``params`` is a mapping {name: value} whose every name is a key
+    of ``valid`` (the parameters of a model); the error names ``what`` and lists the
+    valid names."""
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{what} must be a dict {{name: tensor}}, got {type(params).__name__}")
+    for name in params:
+        if name not in valid:
+            raise ValueError(
+                f"unknown parameter name {name!r} in {what}; valid: {', '.join(valid)}")
 
 
 def check_matches(x: torch.Tensor, name: str, like: torch.Tensor,

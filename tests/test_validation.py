@@ -263,3 +263,15 @@ def test_check_shapes_reports_and_names_mismatches():
     assert lines[1].endswith("expected ()             got ()")
     with pytest.raises(ValueError, match=r"W: expected \(2, 3\), got \(3, 2\); b:"):
         check_shapes({"W": ((2, 3), (3, 2)), "ok": ((1,), (1,)), "b": ((4,), (4, 1))})
+
+
+def test_check_param_dict_names_the_argument():
+    from lib.validation import check_param_dict
+
+    valid = {"W_Q": 1, "W_K": 2}
+    check_param_dict({"W_Q": 0}, valid, "dir1")  # a subset is fine
+    with pytest.raises(ValueError, match=r"unknown parameter name 'W_X' in dir1; "
+                       r"valid: W_Q, W_K"):
+        check_param_dict({"W_X": 0}, valid, "dir1")
+    with pytest.raises(TypeError, match="params must be a dict"):
+        check_param_dict([("W_Q", 0)], valid)
