@@ -24,6 +24,15 @@ reaches every kernel of ``lib.attention`` through it, exactly (in exact arithmet
   computation is one SDPA call (scale 1) and autograd differentiates it through Q and
   K. It is well conditioned: G_kj <= 1 gives o_k[d_v] >= 1 / (n + 1), and the sink's
   score is the row maximum.
+  On the CPU, when d = d_v and the dtype is float32 or float64, a shorter route avoids
+  the sink and the extra columns (``_GaussianCPU``): PyTorch's fused CPU kernel also
+  returns the row log-sum-exp lse_k of its scores, so with the scores 2 gamma q_k.k_j
+  and the per-key bias -gamma ||k_j||^2 (an additive mask, broadcast over the queries)
+  out_k = exp(lse_k - a_k) * (softmax-weighted sum)_k = sum_j G_kj v_j, where
+  lse_k - a_k = log sum_j G_kj <= log n. Its backward is the fused kernel's backward
+  with the upstream gradient g_k exp(lse_k - a_k) and a zero "output" (the gradient
+  through lse cancels the row term of the softmax backward exactly, since the result
+  is linear in exp(score)); the bias gets sum_j v_j . dV_j, a_k gets -g_k . out_k.
 * **Row-normalised Gaussian**: the row normalisation cancels a_k: softmax(s) with the
 augmented
   q'_k = [2 gamma q_k, 1], k'_j = [k_j, -gamma ||k_j||^2].
@@ -45,6 +54,58 @@ from .attention import _check_qk, default_gamma, get_kernel
 from .validation import check_positive_float
 
 __all__ = ["fused_attention", "fusable"]
+
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_CPU_BACKWARD = getattr(
+    torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+class _GaussianCPU(torch.autograd.Function):
+    """out = G V with G_kj = exp(scale q_k.k_j + bias_j - a_k) for q, k, v: (B, H, n,
+    d), bias: (B, 1 or H, 1, n) (-inf on masked keys, which get no gradient), a: (B, H,
+    n). Requires every row to have a finite score; once differentiable."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, a, scale):
+        out, lse = _FLASH_CPU(q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+        w = torch.exp(lse - a).unsqueeze(-1)  # (B, H, n, 1): sum_j G_kj
+        ctx.save_for_backward(q, k, v, bias, out, lse, w)
+        ctx.scale = scale
+        return out * w
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, k, v, bias, out, lse, w = ctx.saved_tensors
+        grad_q, grad_k, grad_v = _FLASH_CPU_BACKWARD(
+            grad * w, q, k, v, torch.zeros_like(out), lse, 0.0, False, attn_mask=bias,
+            scale=ctx.scale)
+        grad_bias = torch.linalg.vecdot(v, grad_v).unsqueeze(-2)  # (B, H, 1, n)
+        if grad_bias.shape != bias.shape:
+            grad_bias = grad_bias.sum(1, keepdim=True)
+        grad_a = -torch.linalg.vecdot(grad, out) * w.squeeze(-1)
+        return grad_q, grad_k, grad_v, grad_bias, grad_a, None
+
+
+def _gaussian_cpu(q, k, V, a, b, key_mask, gamma):
+    """The Gaussian kernel through ``_GaussianCPU``: q, k (centred), V: (..., n, d);
+    a, b: (..., n, 1); key_mask as in ``fused_attention``. Rows without a real key
+    give 0."""
+    shape, n, d = q.shape, q.shape[-2], q.shape[-1]
+    if q.dim() != 4:  # the fused kernel takes (B, H, n, d)
+        q, k, V, a, b = (t.reshape(-1, 1, n, t.shape[-1]) for t in (q, k, V, a, b))
+        if key_mask is not None:
+            key_mask = key_mask.expand(*shape[:-1]).reshape(-1, 1, n)
+    bias = -b.transpose(-1, -2)  # (B, H, 1, n)
+    has_key = None
+    if key_mask is not None:
+        mask = key_mask.unsqueeze(-2)  # (B, 1 or H, 1, n)
+        has_key = mask.any(dim=-1, keepdim=True)
+        bias = bias.masked_fill(~(mask | ~has_key), float("-inf"))
+    out = _GaussianCPU.apply(q, k, V, bias, a.squeeze(-1), 2.0 * gamma)
+    if has_key is not None:
+        out = out * has_key.transpose(-1, -2).to(out.dtype)
+    return out.reshape(*shape[:-1], V.shape[-1])
 
 
 def fusable(t: torch.Tensor) -> bool:
@@ -146,6 +207,10 @@ def fused_attention(
             key_mask,
             1.0,
         )
+    if (_FLASH_CPU is not None and _FLASH_CPU_BACKWARD is not None
+            and Q.device.type == "cpu" and V.shape[-1] == d
+            and Q.dtype in (torch.float32, torch.float64)):
+        return _gaussian_cpu(q, k, V, a, b, key_mask, gamma)
     # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per
     # sequence.
     # q, k and v are padded with zeros to one width w (the fused CPU kernel wants

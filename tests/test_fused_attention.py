@@ -126,3 +126,22 @@ def test_hessian_vector_products_fall_back_to_the_plain_kernels():
     model.fused = False
     ref = hvp(model, x, y, names, v, loss_fn=torch.nn.functional.cross_entropy)
     assert torch.isfinite(Hv).all() and torch.allclose(Hv, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_cpu_route_without_sink_is_taken_and_exact():
+    # d = d_v, float64 on the CPU: the log-sum-exp route (no sink key) is used.
+    Q, K, V = _inputs(4, d=6, dv=6)
+    mask = _masks()["empty row"]
+    out = fused_attention(Q, K, V, "gaussian", gamma=0.3, key_mask=mask)
+    nodes, names = [out.grad_fn], set()
+    for _ in range(4):  # the autograd nodes within four steps of the output
+        names |= {type(f).__name__ for f in nodes}
+        nodes = [g for f in nodes for g, _ in f.next_functions if g is not None]
+    assert any("GaussianCPU" in name for name in names), names
+    ref = attention_matrix(Q, K, "gaussian", gamma=0.3, key_mask=mask) @ V
+    assert torch.allclose(out, ref, rtol=0, atol=TOL)
+    assert (out[2] == 0).all()  # the sequence without a real key
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: fused_attention(q, k, v, "gaussian", gamma=0.3,
+                                        key_mask=mask[:2, :, :4]),
+        (Q[:2, :1, :4], K[:2, :1, :4], V[:2, :1, :4]), atol=1e-8)
