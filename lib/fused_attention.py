@@ -55,7 +55,8 @@ from .validation import check_positive_float
 
 __all__ = ["fused_attention", "fusable"]
 
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu",
+                     None)
 _FLASH_CPU_BACKWARD = getattr(
     torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
