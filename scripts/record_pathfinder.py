@@ -37,7 +37,7 @@ import lib.minibatch as minibatch  # noqa: E402
 from lib.classifier import TransformerClassifier  # noqa: E402
 from lib.pathfinder import make_pathfinder  # noqa: E402
 from lib.records import (  # noqa: E402
-    carry_jobs, hardware_info, jobs_dir, jobs_wall_time, run_jobs, save_record,
+    carry_jobs, hardware_info, jobs_dir, run_jobs, save_record,
     write_json_atomic)
 
 NAME = "pathfinder_learnable"
@@ -56,7 +56,8 @@ SETTINGS = dict(
     train_seed=1, test_seed=2, D=64, H=2, mlp_dim=128, num_layers=2, pooling="mean",
     gamma=None, optimizer="adam", lr=1e-3, betas=[0.9, 0.999], warmup_steps=300,
     decay="cosine", batch_size=32, steps=6_000, eval_every=250, eval_batch_size=500,
-    loss_block=50, seeds=[0, 1, 2], kernels=["softmax", "gaussian"], probes=PROBES,
+    loss_block=50, seeds=[0, 1, 2, 3, 4, 5], kernels=["softmax", "gaussian"],
+    probes=PROBES,
     probe_steps=3_000,
 )
 QUICK = dict(SETTINGS, num_train=256, num_test=64, steps=20, eval_every=10,
@@ -160,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         NAME, {"jobs": results, "sessions": sessions,
                "complete": len(todo) == len(jobs(settings))},
         settings=settings,
-        wall_seconds=jobs_wall_time(work, start_file, carried,
-                                    [job_name(j) for j in todo]),
+        # The sessions' wall times (an interrupted session logs none of its own).
+        wall_seconds=carried.get("wall_seconds", 0.0)
+        + sum(x["wall_seconds"] for x in sessions),
         hardware=hw)
     print(f"written {path}")
     return 0
