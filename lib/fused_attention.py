@@ -62,48 +62,54 @@ _FLASH_CPU_BACKWARD = getattr(
 
 
 class _GaussianCPU(torch.autograd.Function):
-    """out = G V with G_kj = exp(scale q_k.k_j + bias_j - a_k) for q, k, v: (B, H, n,
-    d), bias: (B, 1 or H, 1, n) (-inf on masked keys, which get no gradient), a: (B, H,
-    n). Requires every row to have a finite score; once differentiable."""
+    """out = G V with G_kj = exp(-gamma ||q_k - k_j||^2) = exp(2 gamma q_k.k_j - b_j -
+    a_k), a_k = gamma ||q_k||^2, b_j = gamma ||k_j||^2, for q, k, v: (B, H, n, d) and a key
+    mask ``keep``: (B, 1 or H, 1, n) bool or None (masked keys get weight 0; every
+    row needs a kept key). Once differentiable."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, a, scale):
-        out, lse = _FLASH_CPU(q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+    def forward(ctx, q, k, v, keep, gamma):
+        a = gamma * torch.linalg.vector_norm(q, dim=-1).square()  # (B, H, n)
+        bias = (-gamma * torch.linalg.vector_norm(k, dim=-1).square()).unsqueeze(-2)
+        if keep is not None:
+            bias = bias.masked_fill(~keep, float("-inf"))
+        out, lse = _FLASH_CPU(q, k, v, 0.0, False, attn_mask=bias, scale=2.0 * gamma)
         w = torch.exp(lse - a).unsqueeze(-1)  # (B, H, n, 1): sum_j G_kj
         ctx.save_for_backward(q, k, v, bias, out, lse, w)
-        ctx.scale = scale
+        ctx.gamma = gamma
         return out * w
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         q, k, v, bias, out, lse, w = ctx.saved_tensors
+        gamma = ctx.gamma
         grad_q, grad_k, grad_v = _FLASH_CPU_BACKWARD(
-            grad * w, q, k, v, torch.zeros_like(out), lse, 0.0, False, attn_mask=bias,
-            scale=ctx.scale)
-        grad_bias = torch.linalg.vecdot(v, grad_v).unsqueeze(-2)  # (B, H, 1, n)
-        if grad_bias.shape != bias.shape:
-            grad_bias = grad_bias.sum(1, keepdim=True)
-        grad_a = -torch.linalg.vecdot(grad, out) * w.squeeze(-1)
-        return grad_q, grad_k, grad_v, grad_bias, grad_a, None
+            grad * w, q, k, v, torch.zeros_like(out), lse, 0.0, False,
+            attn_mask=bias, scale=2.0 * gamma)
+        # Through a_k = gamma ||q_k||^2 (d out_k / d a_k = -out_k) and through the
+        # bias -b_j (its gradient is sum_k dS_kj = v_j . dV_j).
+        grad_a = torch.linalg.vecdot(grad, out) * w.squeeze(-1)  # -dL/da_k
+        grad_q.addcmul_(q, grad_a.unsqueeze(-1), value=-2.0 * gamma)
+        grad_b = torch.linalg.vecdot(v, grad_v)  # -dL/db_j
+        grad_k.addcmul_(k, grad_b.unsqueeze(-1), value=-2.0 * gamma)
+        return grad_q, grad_k, grad_v, None, None
 
 
-def _gaussian_cpu(q, k, V, a, b, key_mask, gamma):
+def _gaussian_cpu(q, k, V, key_mask, gamma):
     """The Gaussian kernel through ``_GaussianCPU``: q, k (centred), V: (..., n, d);
-    a, b: (..., n, 1); key_mask as in ``fused_attention``. Rows without a real key
-    give 0."""
+    key_mask as in ``fused_attention``. Rows without a real key give 0."""
     shape, n, d = q.shape, q.shape[-2], q.shape[-1]
     if q.dim() != 4:  # the fused kernel takes (B, H, n, d)
-        q, k, V, a, b = (t.reshape(-1, 1, n, t.shape[-1]) for t in (q, k, V, a, b))
+        q, k, V = (t.reshape(-1, 1, n, t.shape[-1]) for t in (q, k, V))
         if key_mask is not None:
             key_mask = key_mask.expand(*shape[:-1]).reshape(-1, 1, n)
-    bias = -b.transpose(-1, -2)  # (B, H, 1, n)
-    has_key = None
+    keep = has_key = None
     if key_mask is not None:
         mask = key_mask.unsqueeze(-2)  # (B, 1 or H, 1, n)
         has_key = mask.any(dim=-1, keepdim=True)
-        bias = bias.masked_fill(~(mask | ~has_key), float("-inf"))
-    out = _GaussianCPU.apply(q, k, V, bias, a.squeeze(-1), 2.0 * gamma)
+        keep = mask | ~has_key  # a row without a real key is computed, then zeroed
+    out = _GaussianCPU.apply(q, k, V, keep, float(gamma))
     if has_key is not None:
         out = out * has_key.transpose(-1, -2).to(out.dtype)
     return out.reshape(*shape[:-1], V.shape[-1])
@@ -197,6 +203,10 @@ def fused_attention(
         return _sdpa(Q, K, V, key_mask, 1.0 / math.sqrt(d))
     gamma = default_gamma(d) if gamma is None else check_positive_float(gamma, "gamma")
     q, k = _centred(Q, K, key_mask)
+    if (kernel == "gaussian" and _FLASH_CPU is not None
+            and _FLASH_CPU_BACKWARD is not None and Q.device.type == "cpu"
+            and V.shape[-1] == d and Q.dtype in (torch.float32, torch.float64)):
+        return _gaussian_cpu(q, k, V, key_mask, gamma)
     a = gamma * (q * q).sum(-1, keepdim=True)  # (..., n, 1): gamma ||q_k||^2
     b = gamma * (k * k).sum(-1, keepdim=True)  # (..., n, 1): gamma ||k_j||^2
     one = torch.ones_like(a)
@@ -208,10 +218,6 @@ def fused_attention(
             key_mask,
             1.0,
         )
-    if (_FLASH_CPU is not None and _FLASH_CPU_BACKWARD is not None
-            and Q.device.type == "cpu" and V.shape[-1] == d
-            and Q.dtype in (torch.float32, torch.float64)):
-        return _gaussian_cpu(q, k, V, a, b, key_mask, gamma)
     # Unnormalised Gaussian: real keys plus one sink key (score a_k, value e) per
     # sequence.
     # q, k and v are padded with zeros to one width w (the fused CPU kernel wants
