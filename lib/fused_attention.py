@@ -63,9 +63,9 @@ _FLASH_CPU_BACKWARD = getattr(
 
 class _GaussianCPU(torch.autograd.Function):
     """out = G V with G_kj = exp(-gamma ||q_k - k_j||^2) = exp(2 gamma q_k.k_j - b_j -
-    a_k), a_k = gamma ||q_k||^2, b_j = gamma ||k_j||^2, for q, k, v: (B, H, n, d) and a key
-    mask ``keep``: (B, 1 or H, 1, n) bool or None (masked keys get weight 0; every
-    row needs a kept key). Once differentiable."""
+    a_k), a_k = gamma ||q_k||^2, b_j = gamma ||k_j||^2, for q, k, v: (B, H, n, d) and
+    a key mask ``keep``: (B, 1 or H, 1, n) bool or None (masked keys get weight 0;
+    every row needs a kept key). Once differentiable."""
 
     @staticmethod
     def forward(ctx, q, k, v, keep, gamma):
