@@ -56,7 +56,7 @@ SETTINGS = dict(
     train_seed=1, test_seed=2, D=64, H=2, mlp_dim=128, num_layers=2, pooling="mean",
     gamma=None, optimizer="adam", lr=1e-3, betas=[0.9, 0.999], warmup_steps=300,
     decay="cosine", batch_size=32, steps=6_000, eval_every=250, eval_batch_size=500,
-    loss_block=50, seeds=[0, 1, 2, 3, 4, 5], kernels=["softmax", "gaussian"],
+    loss_block=50, seeds=list(range(12)), kernels=["softmax", "gaussian"],
     probes=PROBES,
     probe_steps=3_000,
 )
