@@ -105,10 +105,8 @@ def _gaussian_cpu(q, k, V, key_mask, gamma):
         if key_mask is not None:
             key_mask = key_mask.expand(*shape[:-1]).reshape(-1, 1, n)
     keep = has_key = None
-    if key_mask is not None:
-        mask = key_mask.unsqueeze(-2)  # (B, 1 or H, 1, n)
-        has_key = mask.any(dim=-1, keepdim=True)
-        keep = mask | ~has_key  # a row without a real key is computed, then zeroed
+    if key_mask is not None:  # (B, 1 or H, 1, n)
+        keep, has_key = _keys_to_use(key_mask.unsqueeze(-2))
     out = _GaussianCPU.apply(q, k, V, keep, float(gamma))
     if has_key is not None:
         out = out * has_key.transpose(-1, -2).to(out.dtype)
@@ -147,15 +145,20 @@ def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
 
 
+def _keys_to_use(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the keys a row attends to, whether the row has a real key): a row without any
+    real key attends to all keys and is zeroed afterwards (no NaN). mask: (..., n)
+    bool -> (..., n), (..., 1)."""
+    has_key = mask.any(dim=-1, keepdim=True)
+    return mask | ~has_key, has_key
+
+
 def _sdpa(q, k, v, mask, scale):
     """SDPA with a key mask (..., n) (None: all keys); rows without a real key give
     0."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    has_key = mask.any(dim=-1, keepdim=True)  # (..., 1)
-    allowed = (
-        mask | ~has_key
-    )  # an empty row attends everywhere, then is zeroed (no NaN)
+    allowed, has_key = _keys_to_use(mask)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allowed.unsqueeze(-2), scale=scale
     )

@@ -221,6 +221,19 @@ def _counterexample(rec: dict) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ real tasks
 # (chapters 07-09)
+def _paired_verdict(verdicts: dict, faster: bool) -> str:
+    """The rule of the real tasks, from the paired verdicts of
+    ``lib.seed_stats.compare_kernels``: better final accuracy and loss (and faster)
+    reproduces the claim; one of them better and neither worse reproduces it with
+    conditions; anything else, an early lead alone included, does not."""
+    finals = [verdicts["final test accuracy"], verdicts["final test loss"]]
+    if all(v == "Gaussian better" for v in finals):
+        return "reproduced" if faster else "reproduced with conditions"
+    if "Gaussian better" in finals and "Softmax better" not in finals:
+        return "reproduced with conditions"
+    return "not reproduced"
+
+
 def _pathfinder(rec: dict) -> tuple[str, str]:
     """The Pathfinder record of ``scripts/record_pathfinder.py`` (the setting the model
     learns): seeds paired across kernels, final values at the last evaluation of the
@@ -242,14 +255,8 @@ def _pathfinder(rec: dict) -> tuple[str, str]:
             f"neither kernel learned the task in the recorded run (final test accuracy "
             f"{final['softmax']:.3f} and {final['gaussian']:.3f}, chance 0.5)")
     _, diffs, verdicts = compare_kernels(acc, loss)
-    finals = [verdicts["final test accuracy"], verdicts["final test loss"]]
-    faster = verdicts["mean test accuracy over the run"] == "Gaussian better"
-    if all(v == "Gaussian better" for v in finals):
-        verdict = "reproduced" if faster else "reproduced with conditions"
-    elif "Gaussian better" in finals and "Softmax better" not in finals:
-        verdict = "reproduced with conditions"
-    else:
-        verdict = "not reproduced"
+    verdict = _paired_verdict(
+        verdicts, verdicts["mean test accuracy over the run"] == "Gaussian better")
     a, l, m = (diffs[key] for key in ("final test accuracy", "final test loss",
                                        "mean test accuracy over the run"))
     s = rec["settings"]
@@ -299,14 +306,8 @@ def _imdb(rec: dict) -> tuple[str, str]:
     early = paired_difference(
         curve["test_acc"]["gaussian"][:, 1], curve["test_acc"]["softmax"][:, 1]
     )
-    finals = [verdicts["final test accuracy"], verdicts["final test loss"]]
-    faster = bool(early.excludes_zero()) and float(early.mean) > 0
-    if all(v == "Gaussian better" for v in finals):
-        verdict = "reproduced" if faster else "reproduced with conditions"
-    elif "Gaussian better" in finals and "Softmax better" not in finals:
-        verdict = "reproduced with conditions"
-    else:  # an early lead alone does not make the final values better
-        verdict = "not reproduced"
+    verdict = _paired_verdict(
+        verdicts, bool(early.excludes_zero()) and float(early.mean) > 0)
     acc, loss = diffs["final test accuracy"], diffs["final test loss"]
     lrs = sorted({j["lr"] for j in rec["jobs"]})
     best = {k: max(j["full_test_acc"] for j in rec["jobs"] if j["kernel"] == k)
